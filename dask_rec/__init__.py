@@ -1,0 +1,47 @@
+"""dask_rec: SANSA recommenders trained and served out of core on Dask.
+
+``import dask_rec`` stays cheap: names below are loaded from their modules on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    # configuration (same names as the reference ``sansa`` package)
+    "SANSAConfig": "dask_rec.config",
+    "CHOLMODGramianFactorizerConfig": "dask_rec.config",
+    "ICFGramianFactorizerConfig": "dask_rec.config",
+    "UMRUnitLowerTriangleInverterConfig": "dask_rec.config",
+    "ExactUnitLowerTriangleInverterConfig": "dask_rec.config",
+    # the model
+    "SANSA": "dask_rec.model",
+    # data
+    "ingest": "dask_rec.ingest",
+    "open_store": "dask_rec.store",
+    "InteractionStore": "dask_rec.store",
+    "Vocabulary": "dask_rec.vocabulary",
+    "generate_interactions": "dask_rec.synthetic",
+    # evaluation
+    "evaluate": "dask_rec.evaluate",
+    "split_strong_generalization": "dask_rec.evaluate",
+    # warnings
+    "DaskRecWarning": "dask_rec.exceptions",
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'dask_rec' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return __all__

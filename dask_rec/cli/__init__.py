@@ -1,0 +1,87 @@
+"""The ``dask-rec`` command line: one module per subcommand, each thin over the Python API.
+
+Each subcommand module defines ``add_parser(subparsers)`` (registers its arguments and sets
+``func``) and ``run(args) -> int``. Errors a user can fix (bad paths, bad values) are printed as
+one line and mapped to exit code 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+__all__ = ["main", "SUBCOMMANDS"]
+
+SUBCOMMANDS = ("ingest", "fit", "recommend", "evaluate", "demo", "generate")
+
+EXIT_USAGE = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dask-rec",
+        description="Train and serve SANSA recommenders on Dask, out of core.",
+        epilog="Run 'dask-rec COMMAND --help' for a command's options. "
+        "Typical flow: generate (or bring a log) -> ingest -> fit -> evaluate -> recommend.",
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in SUBCOMMANDS:
+        try:
+            module = importlib.import_module(f"dask_rec.cli.{name}")
+        except ModuleNotFoundError as exc:  # subcommand not built yet
+            if exc.name != f"dask_rec.cli.{name}":
+                raise
+            continue
+        module.add_parser(sub)
+    return parser
+
+
+def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every cluster-using subcommand shares."""
+    group = parser.add_argument_group("cluster")
+    group.add_argument("--scheduler", metavar="ADDRESS", default=None,
+                       help="address of a running Dask scheduler (tcp://host:8786); "
+                       "default: start a LocalCluster on this machine")
+    group.add_argument("--workers", type=int, default=None, metavar="N",
+                       help="workers of the LocalCluster started when no --scheduler is given (default: one per core)")
+    group.add_argument("--tls-ca-file", default=None, help="CA certificate for a TLS scheduler")
+    group.add_argument("--tls-cert", default=None, help="client certificate for a TLS scheduler")
+    group.add_argument("--tls-key", default=None, help="client private key for a TLS scheduler")
+
+
+def cluster_from_args(args):
+    """A :func:`dask_rec.cluster.client_context` for the cluster options of ``args``."""
+    from dask_rec.cluster import client_context
+
+    security = None
+    if getattr(args, "tls_ca_file", None) or getattr(args, "tls_cert", None):
+        from distributed.security import Security
+
+        security = Security(tls_ca_file=args.tls_ca_file, tls_client_cert=args.tls_cert,
+                            tls_client_key=args.tls_key, require_encryption=True)
+    return client_context(scheduler=args.scheduler, n_workers=args.workers, security=security)
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=[logging.INFO, logging.INFO, logging.DEBUG][min(args.verbose, 2)],
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError, KeyError) as exc:
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"dask-rec {args.command}: error: {msg}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

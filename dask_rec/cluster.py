@@ -1,0 +1,77 @@
+"""Finding or starting the Dask cluster a job runs on."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+
+__all__ = ["client_context", "current_client"]
+
+logger = logging.getLogger(__name__)
+
+
+def current_client():
+    """The active ``distributed.Client``, or ``None`` when there is none (or distributed is absent)."""
+    try:
+        from distributed import get_client
+    except ImportError:  # pragma: no cover - distributed is a core dependency
+        return None
+    try:
+        return get_client()
+    except ValueError:
+        return None
+
+
+@contextlib.contextmanager
+def client_context(client=None, scheduler: str | None = None, *, n_workers: int | None = None,
+                   threads_per_worker: int | None = None, memory_limit="auto", security=None,
+                   dashboard: bool = True):
+    """Yield a ``distributed.Client`` to run a job on, closing only what was started here.
+
+    Parameters
+    ----------
+    client : distributed.Client, optional
+        Use this client as it is.
+    scheduler : str, optional
+        Address of an existing scheduler (``tcp://host:8786``) to connect to.
+    n_workers, threads_per_worker, memory_limit
+        Shape of the LocalCluster started when neither ``client``, ``scheduler`` nor a current
+        client exists. By default one single-threaded worker process per core.
+    security : distributed.security.Security, optional
+        TLS settings for connecting to ``scheduler``.
+    dashboard : bool
+        Serve (and log the link of) the dashboard of a started LocalCluster.
+    """
+    if client is not None:
+        yield client
+        return
+    from distributed import Client, LocalCluster
+
+    if scheduler is not None:
+        c = Client(scheduler, security=security)
+        try:
+            yield c
+        finally:
+            c.close()
+        return
+    existing = current_client()
+    if existing is not None:
+        yield existing
+        return
+    cores = os.cpu_count() or 1
+    cluster = LocalCluster(
+        n_workers=n_workers or cores,
+        threads_per_worker=threads_per_worker or 1,
+        memory_limit=memory_limit,
+        processes=True,
+        dashboard_address=":0" if dashboard else None,
+    )
+    c = Client(cluster)
+    if dashboard and cluster.dashboard_link:
+        logger.info("Started a LocalCluster with %d workers; dashboard: %s", len(cluster.workers), cluster.dashboard_link)
+    try:
+        yield c
+    finally:
+        c.close()
+        cluster.close()

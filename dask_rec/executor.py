@@ -1,0 +1,149 @@
+"""Where stage tasks run: in this process, or as tasks on a ``distributed`` cluster.
+
+Every training and serving stage is written once, against the small interface below, and runs
+either way: :class:`InProcessExecutor` calls the kernels directly (the path for small data and
+for ``sansa`` drop-in use), :class:`DaskExecutor` submits them as tasks to a
+``distributed.Client``. The two give the same numbers because they run the same functions on the
+same blocks in the same order of reduction.
+
+Handles returned by ``submit``/``map`` are opaque: values in process, futures on a cluster. They
+can be passed as arguments to later ``submit``/``map`` calls (the cluster then moves data between
+workers, never through the client) and are turned into values only by ``gather``, which stages
+call for small results (norms, histograms, counts) only.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Iterable, Sequence
+
+__all__ = ["InProcessExecutor", "DaskExecutor", "executor_for", "BIGMEM_RESOURCE"]
+
+logger = logging.getLogger(__name__)
+
+#: Worker resource that marks the big-memory worker for the factorization
+#: (``dask worker --resources bigmem=1``).
+BIGMEM_RESOURCE = "bigmem"
+
+
+class InProcessExecutor:
+    """Run every task immediately in this process."""
+
+    client = None
+
+    def submit(self, fn: Callable, *args, key: str | None = None, bigmem: bool = False, **kwargs) -> Any:
+        return fn(*args, **kwargs)
+
+    def map(self, fn: Callable, *iterables: Iterable, key: str | None = None, **kwargs) -> list:
+        return [fn(*args, **kwargs) for args in zip(*iterables)]
+
+    def gather(self, handles):
+        return handles
+
+    def release(self, *handles) -> None:
+        pass
+
+    def wait(self, handles) -> None:
+        pass
+
+    def tree_reduce(self, fn: Callable, handles: Sequence, fan_in: int = 8, key: str | None = None):
+        """Reduce ``handles`` pairwise-in-groups with ``fn(list) -> value`` (bounded fan-in)."""
+        return _tree_reduce(self, fn, list(handles), fan_in, key)
+
+
+class DaskExecutor:
+    """Submit tasks to a ``distributed.Client``.
+
+    Parameters
+    ----------
+    client : distributed.Client
+        The cluster to run on.
+    """
+
+    def __init__(self, client) -> None:
+        self.client = client
+
+    def submit(self, fn: Callable, *args, key: str | None = None, bigmem: bool = False, **kwargs):
+        opts = {"pure": False}
+        if key is not None:
+            import uuid
+
+            opts["key"] = f"{key}-{uuid.uuid4().hex[:12]}"
+        if bigmem:
+            opts.update(bigmem_placement(self.client))
+        return self.client.submit(fn, *args, **kwargs, **opts)
+
+    def map(self, fn: Callable, *iterables: Iterable, key: str | None = None, **kwargs) -> list:
+        iterables = [list(it) for it in iterables]
+        if not iterables or not iterables[0]:
+            return []
+        opts = {"pure": False}
+        if key is not None:
+            import uuid
+
+            n = len(iterables[0])
+            token = uuid.uuid4().hex[:12]
+            opts["key"] = [f"{key}-{token}-{i}" for i in range(n)]
+        return self.client.map(fn, *iterables, **kwargs, **opts)
+
+    def gather(self, handles):
+        return self.client.gather(handles)
+
+    def release(self, *handles) -> None:
+        for h in handles:
+            if isinstance(h, (list, tuple)):
+                self.release(*h)
+            elif hasattr(h, "release"):
+                h.release()
+
+    def wait(self, handles) -> None:
+        from distributed import wait
+
+        wait(handles)
+
+    def tree_reduce(self, fn: Callable, handles: Sequence, fan_in: int = 8, key: str | None = None):
+        return _tree_reduce(self, fn, list(handles), fan_in, key)
+
+
+def _tree_reduce(executor, fn, handles: list, fan_in: int, key: str | None):
+    if fan_in < 2:
+        raise ValueError(f"fan_in must be >= 2; got {fan_in}")
+    if not handles:
+        raise ValueError("nothing to reduce")
+    level = 0
+    while len(handles) > 1:
+        groups = [handles[i : i + fan_in] for i in range(0, len(handles), fan_in)]
+        handles = [
+            executor.submit(_apply_to_list, fn, *group, key=f"{key}-level{level}" if key else None)
+            for group in groups
+        ]
+        level += 1
+    return handles[0]
+
+
+def _apply_to_list(fn, *values):
+    return fn(list(values))
+
+
+def bigmem_placement(client) -> dict:
+    """``submit`` options that place a task on the big-memory worker.
+
+    A worker advertising the ``bigmem`` resource is required when one exists; otherwise the
+    worker with the largest memory limit is preferred (``allow_other_workers`` so that losing it
+    does not stall the job).
+    """
+    info = client.scheduler_info()
+    workers = info.get("workers", {})
+    if any(BIGMEM_RESOURCE in (w.get("resources") or {}) for w in workers.values()):
+        return {"resources": {BIGMEM_RESOURCE: 1}}
+    if not workers:
+        return {}
+    biggest = max(workers, key=lambda addr: workers[addr].get("memory_limit") or 0)
+    return {"workers": [biggest], "allow_other_workers": True}
+
+
+def executor_for(client) -> InProcessExecutor | DaskExecutor:
+    """The executor for ``client``: a ``DaskExecutor`` for a Client, in-process for ``None``."""
+    if client is None:
+        return InProcessExecutor()
+    return DaskExecutor(client)
