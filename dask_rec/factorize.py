@@ -1,0 +1,124 @@
+"""The factorization stage: one task, on the big-memory worker, from Gramian to L·D·Lᵀ.
+
+It gathers the Gramian's column blocks, applies the ICF column scaling when that factorizer is
+used, adds λI, computes the item ordering and factors ``A[p][:, p] ≈ L·diag(d)·Lᵀ``. On a cluster
+the task is placed on a worker advertising the ``bigmem`` resource, or else on the worker with
+the most memory (see :func:`dask_rec.executor.bigmem_placement`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+
+from .exceptions import DaskRecWarning
+
+__all__ = ["Factor", "factor_budget", "factorize_gramian", "submit_factorization"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Factor:
+    """``A[p][:, p] ≈ L·diag(d)·Lᵀ`` with L unit lower triangular (CSC float32)."""
+
+    L: sp.csc_matrix
+    d: np.ndarray
+    p: np.ndarray
+    stats: dict = field(default_factory=dict)
+
+
+def effective_density(density: float, n_items: int) -> float:
+    """The density actually used: at least 2/n (about one off-diagonal entry per column)."""
+    floor = min(1.0, 2.0 / n_items)
+    if density < floor:
+        warnings.warn(
+            f"weight_matrix_density={density:g} is below 2/n_items={floor:g} for {n_items} items; using {floor:g}",
+            DaskRecWarning,
+            stacklevel=3,
+        )
+        return floor
+    return density
+
+
+def factor_budget(density: float, n_items: int) -> int:
+    """Non-zeros allowed in the factor: ceil(δ·n²), never fewer than n (the diagonal)."""
+    return max(int(math.ceil(density * n_items * n_items)), n_items)
+
+
+def factorize_gramian(gramian_blocks, *, l2: float, density: float, factorizer_config, item_counts=None,
+                      X_blocks=None, icf_scaling_of=None) -> Factor:
+    """Kernel of the stage (no Dask): Gramian column blocks in, :class:`Factor` out.
+
+    Parameters
+    ----------
+    gramian_blocks : list of csr_matrix
+        Column blocks of G = XᵀX, in item order (``[G]`` for a single block).
+    l2 : float
+        λ added to the (scaled) Gramian's diagonal.
+    density : float
+        Target density δ of the factor.
+    factorizer_config : CHOLMODGramianFactorizerConfig or ICFGramianFactorizerConfig
+    item_counts : ndarray, optional
+        Interactions per item, for the popularity ordering.
+    X_blocks : list of csr_matrix, optional
+        Row blocks of X, for the COLAMD ordering (which orders the columns of X).
+    """
+    from .kernels.gramian import gramian_row_norms, icf_scaling, regularize, scale_symmetric
+    from .kernels.ordering import item_ordering
+
+    t0 = time.perf_counter()
+    G = gramian_blocks[0] if len(gramian_blocks) == 1 else sp.hstack(gramian_blocks, format="csr")
+    n = G.shape[0]
+    stats = {"n_items": n, "gramian_nnz": int(G.nnz)}
+    method = factorizer_config.factorization_method
+    if method == "ICF":
+        G = scale_symmetric(G, icf_scaling(gramian_row_norms(G)))
+    A = regularize(G, l2).tocsc()
+    del G
+    X = None
+    if factorizer_config.reordering_method == "colamd" and X_blocks is not None:
+        X = X_blocks[0] if len(X_blocks) == 1 else sp.vstack(X_blocks, format="csr")
+    t1 = time.perf_counter()
+    p = item_ordering(factorizer_config.reordering_method, X=X, A=A, item_counts=item_counts)
+    del X
+    stats["ordering_seconds"] = time.perf_counter() - t1
+    A_p = A[p][:, p].tocsc()
+    del A
+    budget = factor_budget(density, n)
+    t2 = time.perf_counter()
+    if method == "ICF":
+        from .kernels.icf import icf_ldlt
+
+        L, d, fstats = icf_ldlt(A_p, budget, shift_step=factorizer_config.factorization_shift_step,
+                                shift_multiplier=factorizer_config.factorization_shift_multiplier)
+    else:
+        from .kernels.cholesky import cholmod_ldlt
+
+        L, d, fstats = cholmod_ldlt(A_p, budget)
+    stats["factorization_seconds"] = time.perf_counter() - t2
+    stats.update({f"factor_{k}" if not k.startswith("factor") else k: v for k, v in fstats.items()})
+    stats["L_nnz"] = int(L.nnz)
+    stats["stage_seconds"] = time.perf_counter() - t0
+    logger.info("factorized %d items with %s (%s order): nnz(L)=%d in %.1f s", n, method,
+                factorizer_config.reordering_method, L.nnz, stats["stage_seconds"])
+    return Factor(L=L, d=np.asarray(d, dtype=np.float64), p=np.asarray(p, dtype=np.int64), stats=stats)
+
+
+def submit_factorization(executor, gramian_handles: list, *, l2, density, factorizer_config, item_counts_handle=None,
+                         X_handles=None):
+    """Run :func:`factorize_gramian` as one task on the big-memory worker; returns its handle."""
+    return executor.submit(
+        _factorize_from_handles, gramian_handles, item_counts_handle, X_handles,
+        l2=l2, density=density, factorizer_config=factorizer_config, key="factorize", bigmem=True,
+    )
+
+
+def _factorize_from_handles(gramian_blocks, item_counts, X_blocks, **kwargs):
+    return factorize_gramian(gramian_blocks, item_counts=item_counts, X_blocks=X_blocks, **kwargs)

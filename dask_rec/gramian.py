@@ -1,0 +1,48 @@
+"""The Gramian XᵀX, reduced across row blocks (and optionally split along the item axis).
+
+One task per row block computes XbᵀXb (or its item column blocks); a tree reduction with bounded
+fan-in sums them. The result stays where it was computed (on the cluster) as one handle per item
+column block: no task needs the whole Gramian before the factorization gathers it.
+"""
+
+from __future__ import annotations
+
+import dask.config
+import numpy as np
+
+from .kernels.gramian import block_gramian, item_counts, sum_gramians
+
+__all__ = ["reduce_gramian", "reduce_item_counts", "item_column_blocks"]
+
+
+def item_column_blocks(n_items: int, item_block_size: int | None = None) -> list[tuple[int, int]]:
+    """Item column ranges of the Gramian (``dask_rec.gramian.item-block-size``, default: one block)."""
+    size = item_block_size or dask.config.get("dask_rec.gramian.item-block-size", None) or n_items
+    size = max(1, int(size))
+    return [(a, min(a + size, n_items)) for a in range(0, n_items, size)]
+
+
+def _sum_counts(parts):
+    return np.sum(parts, axis=0)
+
+
+def reduce_gramian(executor, block_handles: list, n_items: int, *, item_block_size: int | None = None,
+                   fan_in: int | None = None) -> list[tuple[int, int, object]]:
+    """Sum the row blocks' Gramians: ``[(col_start, col_stop, handle of csr n_items x width)]``."""
+    fan_in = fan_in or int(dask.config.get("dask_rec.gramian.fan-in", 8))
+    out = []
+    for start, stop in item_column_blocks(n_items, item_block_size):
+        whole = start == 0 and stop == n_items
+        parts = executor.map(
+            block_gramian, block_handles,
+            **({} if whole else {"col_start": start, "col_stop": stop}),
+            key=f"gramian-block-{start}",
+        )
+        out.append((start, stop, executor.tree_reduce(sum_gramians, parts, fan_in=fan_in, key=f"gramian-sum-{start}")))
+    return out
+
+
+def reduce_item_counts(executor, block_handles: list, fan_in: int = 8):
+    """Handle of the interactions per item (int64), summed over row blocks."""
+    parts = executor.map(item_counts, block_handles, key="item-counts")
+    return executor.tree_reduce(_sum_counts, parts, fan_in=fan_in, key="item-counts-sum")

@@ -1,0 +1,374 @@
+"""Gramian kernels: block Gramians of interaction rows, their sums, norms and scalings.
+
+No Dask here. A row block ``Xb`` of the interaction matrix (users x items, CSR) gives the block
+Gramian ``Xbᵀ·Xb``; the Gramian of the whole matrix is the sum over row blocks
+(:func:`sum_gramians`, a tree reduction on a cluster). For catalogs too large for one task to
+hold a whole Gramian, :func:`block_gramian` also computes one column block ``XbᵀXb[:, a:b]``.
+
+Everything returned is a canonical ``scipy.sparse.csr_matrix`` of float64 (sorted indices, no
+duplicates, no explicit zeros from the products themselves).
+
+The ICF path rescales items: ``s_i = 1/sqrt(‖G[i, :]‖₂)`` (:func:`icf_scaling`), and
+``diag(s)·G·diag(s)`` (:func:`scale_symmetric`) equals ``X̃ᵀX̃`` for ``X̃ = X·diag(s)``, so X
+itself is never rescaled.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+__all__ = [
+    "block_gramian",
+    "sum_gramians",
+    "item_counts",
+    "gramian_row_norms",
+    "icf_scaling",
+    "scale_symmetric",
+    "regularize",
+]
+
+_INT32_MAX = np.iinfo(np.int32).max
+
+
+# --------------------------------------------------------------------------------------------
+# numba kernels (compiled on first use, cached on disk)
+# --------------------------------------------------------------------------------------------
+
+_KERNELS: dict = {}
+
+
+def _kernels():
+    """Compile (or load from cache) the numba kernels on first use: keeps ``import`` cheap."""
+    if _KERNELS:
+        return _KERNELS
+    import numba
+
+    @numba.njit(nogil=True, cache=True)
+    def _grow(ind, val, need):
+        cap = max(need, 2 * ind.shape[0])
+        new_ind = np.empty(cap, dtype=ind.dtype)
+        new_val = np.empty(cap, dtype=val.dtype)
+        new_ind[: ind.shape[0]] = ind
+        new_val[: val.shape[0]] = val
+        return new_ind, new_val
+
+    @numba.njit(nogil=True, cache=True)
+    def upper_rows(n, xptr, xind, xval, cptr, cind, cval, cap):
+        """Rows of the upper triangle (cols >= row) of XᵀX, CSR with sorted columns.
+
+        ``x*``: X as CSR with sorted column indices; ``c*``: X as CSC. User ``u``'s cursor
+        ``cur[u]`` walks its row in step with the outer loop over items ``i`` (ascending), so it
+        always points at item ``i``: the suffix from it holds the columns ``>= i``.
+        """
+        n_users = xptr.shape[0] - 1
+        cur = np.empty(n_users, dtype=np.int64)
+        for u in range(n_users):
+            cur[u] = xptr[u]
+        acc = np.zeros(n, dtype=np.float64)
+        mark = np.full(n, -1, dtype=np.int64)
+        cols = np.empty(n, dtype=np.int64)
+        out_ind = np.empty(max(cap, 1), dtype=np.int32)
+        out_val = np.empty(max(cap, 1), dtype=np.float64)
+        indptr = np.zeros(n + 1, dtype=np.int64)
+        nnz = 0
+        for i in range(n):
+            m = 0
+            for q in range(cptr[i], cptr[i + 1]):
+                u = cind[q]
+                v = cval[q]
+                p0 = cur[u]
+                cur[u] = p0 + 1
+                for p in range(p0, xptr[u + 1]):
+                    k = xind[p]
+                    if mark[k] != i:
+                        mark[k] = i
+                        acc[k] = 0.0
+                        cols[m] = k
+                        m += 1
+                    acc[k] += v * xval[p]
+            if nnz + m > out_ind.shape[0]:
+                out_ind, out_val = _grow(out_ind, out_val, nnz + m)
+            srt = np.sort(cols[:m])
+            for t in range(m):
+                k = srt[t]
+                out_ind[nnz + t] = k
+                out_val[nnz + t] = acc[k]
+            nnz += m
+            indptr[i + 1] = nnz
+        return indptr, out_ind[:nnz], out_val[:nnz]
+
+    @numba.njit(nogil=True, cache=True)
+    def mirror_upper(n, uptr, uind, uval):
+        """Full symmetric CSR from its upper triangle (CSR, sorted): row i = Uᵀ part ++ U part."""
+        below = np.zeros(n, dtype=np.int64)  # strictly-lower entries per row = U entries per column
+        for i in range(n):
+            for p in range(uptr[i], uptr[i + 1]):
+                k = uind[p]
+                if k != i:
+                    below[k] += 1
+        indptr = np.zeros(n + 1, dtype=np.int64)
+        for i in range(n):
+            indptr[i + 1] = indptr[i] + below[i] + (uptr[i + 1] - uptr[i])
+        nnz = indptr[n]
+        ind = np.empty(nnz, dtype=np.int32)
+        val = np.empty(nnz, dtype=np.float64)
+        fill = indptr[:n].copy()  # next free slot of each row's lower part
+        # lower parts: scanning U's rows in ascending order appends ascending columns
+        for i in range(n):
+            for p in range(uptr[i], uptr[i + 1]):
+                k = uind[p]
+                if k != i:
+                    ind[fill[k]] = i
+                    val[fill[k]] = uval[p]
+                    fill[k] += 1
+        for i in range(n):
+            start = fill[i]
+            for p in range(uptr[i], uptr[i + 1]):
+                ind[start + p - uptr[i]] = uind[p]
+                val[start + p - uptr[i]] = uval[p]
+        return indptr, ind, val
+
+    @numba.njit(nogil=True, cache=True)
+    def full_rows(n, row_start, row_stop, xptr, xind, xval, cptr, cind, cval, cap):
+        """Rows ``row_start:row_stop`` of XᵀX (all columns), CSR with sorted columns."""
+        acc = np.zeros(n, dtype=np.float64)
+        mark = np.full(n, -1, dtype=np.int64)
+        cols = np.empty(n, dtype=np.int64)
+        width = row_stop - row_start
+        out_ind = np.empty(max(cap, 1), dtype=np.int32)
+        out_val = np.empty(max(cap, 1), dtype=np.float64)
+        indptr = np.zeros(width + 1, dtype=np.int64)
+        nnz = 0
+        for r in range(width):
+            i = row_start + r
+            m = 0
+            for q in range(cptr[i], cptr[i + 1]):
+                u = cind[q]
+                v = cval[q]
+                for p in range(xptr[u], xptr[u + 1]):
+                    k = xind[p]
+                    if mark[k] != i:
+                        mark[k] = i
+                        acc[k] = 0.0
+                        cols[m] = k
+                        m += 1
+                    acc[k] += v * xval[p]
+            if nnz + m > out_ind.shape[0]:
+                out_ind, out_val = _grow(out_ind, out_val, nnz + m)
+            srt = np.sort(cols[:m])
+            for t in range(m):
+                k = srt[t]
+                out_ind[nnz + t] = k
+                out_val[nnz + t] = acc[k]
+            nnz += m
+            indptr[r + 1] = nnz
+        return indptr, out_ind[:nnz], out_val[:nnz]
+
+    _KERNELS.update(upper_rows=upper_rows, mirror_upper=mirror_upper, full_rows=full_rows)
+    return _KERNELS
+
+
+# --------------------------------------------------------------------------------------------
+# public API
+# --------------------------------------------------------------------------------------------
+
+
+def _canonical_rows(X) -> sp.csr_matrix:
+    """``X`` as a canonical float64 CSR matrix (sorted, summed duplicates, no stored zeros)."""
+    if not sp.issparse(X):
+        raise TypeError(f"expected a scipy sparse matrix of interactions; got {type(X).__name__}")
+    X = sp.csr_matrix(X, dtype=np.float64, copy=False)
+    if not X.has_canonical_format:
+        X = X.copy()
+        X.sum_duplicates()
+    if X.nnz and not X.data.all():
+        X = X.copy()
+        X.eliminate_zeros()
+    if X.shape[1] > _INT32_MAX:
+        raise ValueError(f"at most {_INT32_MAX} items are supported; got {X.shape[1]}")
+    return X
+
+
+def _csr(indptr, indices, data, shape) -> sp.csr_matrix:
+    out = sp.csr_matrix((data, indices, indptr), shape=shape)
+    out.has_sorted_indices = True
+    out.has_canonical_format = True
+    return out
+
+
+def block_gramian(X_block, col_start: int | None = None, col_stop: int | None = None) -> sp.csr_matrix:
+    """The Gramian ``XbᵀXb`` of a row block of interactions, or one column block of it.
+
+    Parameters
+    ----------
+    X_block : scipy.sparse matrix, shape (n_users_in_block, n_items)
+        Interactions of a block of users (any sparse format; binary or weighted).
+    col_start, col_stop : int, optional
+        When given (either one), return only the column block ``XbᵀXb[:, col_start:col_stop]``
+        (shape ``n_items x (col_stop - col_start)``); defaults ``0`` and ``n_items``.
+
+    Returns
+    -------
+    scipy.sparse.csr_matrix
+        float64, canonical (sorted indices, no duplicates).
+
+    Notes
+    -----
+    The whole Gramian is computed by a numba kernel that accumulates only the upper triangle
+    (half the multiply-adds of a general sparse product) and mirrors it; it outruns
+    ``(Xbᵀ.tocsr() @ Xb).sort_indices()`` by about 2x. A column block is computed as the row
+    block ``G[a:b, :]`` (all its multiply-adds, no symmetry to exploit), whose CSR arrays are by
+    symmetry the CSC arrays of ``G[:, a:b]``; it is then converted to CSR.
+    """
+    X = _canonical_rows(X_block)
+    n = X.shape[1]
+    k = _kernels()
+    Xc = X.tocsc()  # scipy's conversion yields sorted row indices
+    if col_start is None and col_stop is None:
+        cap = max(2 * X.nnz, 1024)
+        uptr, uind, uval = k["upper_rows"](n, X.indptr, X.indices, X.data, Xc.indptr, Xc.indices, Xc.data, cap)
+        indptr, ind, val = k["mirror_upper"](n, uptr, uind, uval)
+        return _csr(indptr, ind, val, (n, n))
+    a = 0 if col_start is None else int(col_start)
+    b = n if col_stop is None else int(col_stop)
+    if not 0 <= a <= b <= n:
+        raise ValueError(f"need 0 <= col_start <= col_stop <= n_items={n}; got {col_start}, {col_stop}")
+    cap = max(2 * X.nnz, 1024)
+    indptr, ind, val = k["full_rows"](n, a, b, X.indptr, X.indices, X.data, Xc.indptr, Xc.indices, Xc.data, cap)
+    # CSR of G[a:b, :] read as CSC is G[a:b, :]ᵀ = G[:, a:b] (G is symmetric)
+    block = sp.csc_matrix((val, ind, indptr), shape=(n, b - a))
+    out = block.tocsr()  # counting-sort transpose: sorted column indices
+    out.has_sorted_indices = True
+    return out
+
+
+def sum_gramians(parts) -> sp.csr_matrix:
+    """Sum of (block) Gramians of one shape, as a canonical float64 CSR matrix.
+
+    Adds pairwise in a balanced tree (``log2(len(parts))`` passes over the data) rather than
+    accumulating into one running total.
+    """
+    parts = [sp.csr_matrix(p, dtype=np.float64) for p in parts]
+    if not parts:
+        raise ValueError("sum_gramians needs at least one part")
+    shape = parts[0].shape
+    for p in parts:
+        if p.shape != shape:
+            raise ValueError(f"all parts must have one shape; got {shape} and {p.shape}")
+    while len(parts) > 1:
+        nxt = [parts[i] + parts[i + 1] for i in range(0, len(parts) - 1, 2)]
+        if len(parts) % 2:
+            nxt.append(parts[-1])
+        parts = nxt
+    out = parts[0]
+    if not out.has_canonical_format:
+        out = out.copy()
+        out.sum_duplicates()
+    return out
+
+
+def item_counts(X_block) -> np.ndarray:
+    """Non-zero interactions per item (column) of a block of users, as int64 (popularity)."""
+    if not sp.issparse(X_block):
+        raise TypeError(f"expected a scipy sparse matrix; got {type(X_block).__name__}")
+    X = X_block.tocsr() if X_block.format not in ("csr", "csc") else X_block
+    if X.format == "csr":
+        X = X.copy() if not X.has_canonical_format else X
+        if not X.has_canonical_format:
+            X.sum_duplicates()
+        return np.bincount(X.indices[X.data != 0], minlength=X.shape[1]).astype(np.int64)
+    X = X.copy() if not X.has_canonical_format else X
+    if not X.has_canonical_format:
+        X.sum_duplicates()
+    nz = (X.data != 0).astype(np.int64)
+    counts = np.zeros(X.shape[1], dtype=np.int64)
+    cols = np.repeat(np.arange(X.shape[1]), np.diff(X.indptr))
+    np.add.at(counts, cols, nz)
+    return counts
+
+
+def gramian_row_norms(G) -> np.ndarray:
+    """Euclidean norms of the rows of ``G`` (float64, one per row).
+
+    For a column block ``G[:, a:b]`` of a symmetric Gramian, ``gramian_row_norms(G_block.T)``
+    gives ``‖G[i, :]‖₂`` for the items ``a <= i < b`` (rows and columns of G have equal norms),
+    so the norms never need a whole row; partial sums of squares over blocks also add up.
+    """
+    if not sp.issparse(G):
+        raise TypeError(f"expected a scipy sparse matrix; got {type(G).__name__}")
+    G = sp.csr_matrix(G)
+    if not G.has_canonical_format:
+        G = G.copy()
+        G.sum_duplicates()
+    sq = np.square(G.data, dtype=np.float64)
+    sums = np.zeros(G.shape[0], dtype=np.float64)
+    rows = np.repeat(np.arange(G.shape[0]), np.diff(G.indptr))
+    np.add.at(sums, rows, sq) if len(rows) < 1024 else None
+    if len(rows) >= 1024:
+        sums = np.bincount(rows, weights=sq, minlength=G.shape[0])
+    return np.sqrt(sums)
+
+
+def icf_scaling(row_norms) -> np.ndarray:
+    """ICF item scaling ``s_i = 1/sqrt(norm_i)``; ``s_i = 1`` where ``norm_i == 0`` (unused items)."""
+    norms = np.asarray(row_norms, dtype=np.float64)
+    if np.any(norms < 0) or not np.all(np.isfinite(norms)):
+        raise ValueError("row norms must be finite and non-negative")
+    s = np.ones_like(norms)
+    pos = norms > 0
+    s[pos] = 1.0 / np.sqrt(norms[pos])
+    return s
+
+
+def _col_offset(G, s_len: int, col_start: int | None) -> int:
+    n_rows, n_cols = G.shape
+    if n_rows != s_len:
+        raise ValueError(f"G has {n_rows} rows but the item vector has {s_len} entries")
+    if col_start is None:
+        if n_cols != n_rows:
+            raise ValueError("G is not square: pass col_start for a column block")
+        return 0
+    if not 0 <= col_start <= n_rows - n_cols:
+        raise ValueError(f"col_start={col_start} out of range for a block of {n_cols} of {n_rows} columns")
+    return int(col_start)
+
+
+def scale_symmetric(G, s, col_start: int | None = None) -> sp.csr_matrix:
+    """``diag(s)·G·diag(s)`` (equals ``X̃ᵀX̃`` with ``X̃ = X·diag(s)``), canonical float64 CSR.
+
+    For a column block ``G[:, a:a+w]`` of the square matrix pass ``col_start=a``: column ``j`` of
+    the block is scaled by ``s[a + j]``.
+    """
+    s = np.asarray(s, dtype=np.float64)
+    G = sp.csr_matrix(G, dtype=np.float64, copy=True)
+    off = _col_offset(G, s.shape[0], col_start)
+    rows = np.repeat(np.arange(G.shape[0]), np.diff(G.indptr))
+    G.data *= s[rows] * s[off + G.indices]
+    return G
+
+
+def regularize(G, l2: float, col_start: int | None = None) -> sp.csr_matrix:
+    """``G + l2·I`` as canonical float64 CSR (adds diagonal entries that ``G`` lacks).
+
+    For a column block ``G[:, a:a+w]`` pass ``col_start=a``: ``l2`` lands on global diagonal.
+    """
+    G = sp.csr_matrix(G, dtype=np.float64)
+    if not G.has_canonical_format:
+        G = G.copy()
+        G.sum_duplicates()
+    off = _col_offset(G, G.shape[0], col_start)
+    w = G.shape[1]
+    rows = np.repeat(np.arange(G.shape[0]), np.diff(G.indptr))
+    on_diag = G.indices == rows - off
+    if int(on_diag.sum()) == w:  # every diagonal entry is stored: shift in place
+        out = G.copy()
+        out.data[on_diag] += l2
+        return out
+    eye = sp.csr_matrix(
+        (np.full(w, float(l2)), np.arange(w), np.concatenate([np.zeros(off + 1, np.int64), np.arange(1, w + 1), np.full(G.shape[0] - off - w, w)])),
+        shape=G.shape,
+    )
+    out = G + eye
+    out.sum_duplicates()
+    return out

@@ -1,0 +1,564 @@
+"""Scoring and top-k kernels for one block of users (NumPy/SciPy/numba, no Dask).
+
+A SANSA model scores a user row ``x`` (1 × n_items) as ``(x · W1) · W2``. The kernels here do it
+for a CSR block of users, one row at a time, with a sparse accumulator: the latent row ``x · W1``
+and the score row are gathered into O(n_items) scratch buffers that are reused across rows, so
+:func:`recommend_block` never holds more than its ``b × k`` output plus a few item-length arrays,
+whatever the block size. :func:`score_block` (dense ``b × n_items`` scores) is for callers that
+want the scores themselves.
+
+Candidates
+----------
+An item is a *candidate* for a user when the sparse patterns connect them: some stored entry
+``x_i``, ``W1[i, l]`` and ``W2[l, j]`` exist. Items that no path reaches have no score at all
+(they are not "score 0"), so a sparse model may have fewer than ``k`` candidates for a user.
+Seen items (the CSR pattern of ``exclude``), items outside ``allowed`` and non-finite (NaN or
+−inf) scores are never candidates either.
+
+Recommend contract
+------------------
+``(ids, scores)`` arrays of shape ``(b, k)``: int64 item indices and float32 scores ranked best
+first; ties broken by the lower item index; rows with fewer than ``k`` candidates padded with id
+−1 and score −inf. A masked item is never returned, even when every other score is negative.
+
+Every kernel has a slow, obviously-correct NumPy/Python twin (``*_naive``) that the tests use as
+the oracle. Kernels are compiled ``nogil=True`` and single-threaded (no ``prange``), so they run
+side by side on threaded Dask workers without nested thread pools.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import scipy.sparse as sp
+
+__all__ = [
+    "score_block",
+    "topk_block",
+    "recommend_block",
+    "similar_items_block",
+    "popularity_order",
+    "popularity_topk_block",
+    "score_block_naive",
+    "topk_block_naive",
+    "recommend_block_naive",
+    "similar_items_block_naive",
+    "popularity_topk_block_naive",
+]
+
+_JIT = dict(nogil=True, cache=True)
+_NEG_INF = np.float32(-np.inf)
+
+
+# --------------------------------------------------------------------------------------------
+# numba building blocks: a bounded "worst at the root" heap and a sparse-accumulator row score
+# --------------------------------------------------------------------------------------------
+
+
+@numba.njit(inline="always", **_JIT)
+def _worse(s1, i1, s2, i2):
+    """Whether candidate (s1, i1) ranks below (s2, i2): lower score, or equal score, higher id."""
+    return s1 < s2 or (s1 == s2 and i1 > i2)
+
+
+@numba.njit(**_JIT)
+def _sift_down(hs, hi, size, pos):
+    while True:
+        child = 2 * pos + 1
+        if child >= size:
+            return
+        right = child + 1
+        if right < size and _worse(hs[right], hi[right], hs[child], hi[child]):
+            child = right
+        if _worse(hs[child], hi[child], hs[pos], hi[pos]):
+            hs[pos], hs[child] = hs[child], hs[pos]
+            hi[pos], hi[child] = hi[child], hi[pos]
+            pos = child
+        else:
+            return
+
+
+@numba.njit(**_JIT)
+def _offer(hs, hi, size, s, i):
+    """Offer candidate (s, i) to the heap of capacity ``len(hs)``; return the new size."""
+    cap = hs.shape[0]
+    if size < cap:
+        pos = size
+        hs[pos] = s
+        hi[pos] = i
+        while pos > 0:
+            parent = (pos - 1) // 2
+            if _worse(hs[pos], hi[pos], hs[parent], hi[parent]):
+                hs[pos], hs[parent] = hs[parent], hs[pos]
+                hi[pos], hi[parent] = hi[parent], hi[pos]
+                pos = parent
+            else:
+                break
+        return size + 1
+    if cap > 0 and _worse(hs[0], hi[0], s, i):
+        hs[0] = s
+        hi[0] = i
+        _sift_down(hs, hi, size, 0)
+    return size
+
+
+@numba.njit(**_JIT)
+def _drain(hs, hi, size, out_ids, out_scores):
+    """Pop the heap worst-first into ``out[size-1] ... out[0]`` (best first); the rest stays padded."""
+    while size > 0:
+        size -= 1
+        out_ids[size] = hi[0]
+        out_scores[size] = hs[0]
+        hs[0] = hs[size]
+        hi[0] = hi[size]
+        _sift_down(hs, hi, size, 0)
+
+
+@numba.njit(**_JIT)
+def _score_row(x_ind, x_val, w1_ptr, w1_ind, w1_val, w2_ptr, w2_ind, w2_val,
+               lat, lat_mark, lat_list, acc, acc_mark, acc_list, stamp):
+    """Scores of one user into the sparse accumulator ``acc``; return how many items it touched.
+
+    ``acc_list[:n]`` lists the touched items (first-touch order); ``acc[j]`` holds their float64
+    scores. Marks equal to ``stamp`` flag entries touched for this row, so nothing is reset.
+    """
+    n_lat = 0
+    for p in range(x_ind.shape[0]):
+        i = x_ind[p]
+        v = np.float64(x_val[p])
+        for q in range(w1_ptr[i], w1_ptr[i + 1]):
+            l = w1_ind[q]
+            if lat_mark[l] != stamp:
+                lat_mark[l] = stamp
+                lat[l] = 0.0
+                lat_list[n_lat] = l
+                n_lat += 1
+            lat[l] += v * w1_val[q]
+    n_acc = 0
+    for t in range(n_lat):
+        l = lat_list[t]
+        v = lat[l]
+        for q in range(w2_ptr[l], w2_ptr[l + 1]):
+            j = w2_ind[q]
+            if acc_mark[j] != stamp:
+                acc_mark[j] = stamp
+                acc[j] = 0.0
+                acc_list[n_acc] = j
+                n_acc += 1
+            acc[j] += v * w2_val[q]
+    return n_acc
+
+
+@numba.njit(**_JIT)
+def _score_kernel(x_ptr, x_ind, x_val, w1_ptr, w1_ind, w1_val, w2_ptr, w2_ind, w2_val,
+                  n_latent, fill, out):
+    n_rows, n_out = out.shape
+    lat = np.empty(n_latent, np.float64)
+    lat_mark = np.full(n_latent, -1, np.int64)
+    lat_list = np.empty(n_latent, np.int64)
+    acc = np.empty(n_out, np.float64)
+    acc_mark = np.full(n_out, -1, np.int64)
+    acc_list = np.empty(n_out, np.int64)
+    for r in range(n_rows):
+        a, b = x_ptr[r], x_ptr[r + 1]
+        n_acc = _score_row(x_ind[a:b], x_val[a:b], w1_ptr, w1_ind, w1_val, w2_ptr, w2_ind, w2_val,
+                           lat, lat_mark, lat_list, acc, acc_mark, acc_list, r)
+        out[r, :] = fill
+        for t in range(n_acc):
+            j = acc_list[t]
+            out[r, j] = np.float32(acc[j])
+
+
+@numba.njit(**_JIT)
+def _recommend_kernel(x_ptr, x_ind, x_val, w1_ptr, w1_ind, w1_val, w2_ptr, w2_ind, w2_val,
+                      n_latent, n_out, ex_ptr, ex_ind, use_exclude, allowed, use_allowed,
+                      out_ids, out_scores):
+    n_rows, k = out_ids.shape
+    lat = np.empty(n_latent, np.float64)
+    lat_mark = np.full(n_latent, -1, np.int64)
+    lat_list = np.empty(n_latent, np.int64)
+    acc = np.empty(n_out, np.float64)
+    acc_mark = np.full(n_out, -1, np.int64)
+    acc_list = np.empty(n_out, np.int64)
+    ex_mark = np.full(n_out, -1, np.int64)
+    hs = np.empty(k, np.float32)
+    hi = np.empty(k, np.int64)
+    for r in range(n_rows):
+        a, b = x_ptr[r], x_ptr[r + 1]
+        n_acc = _score_row(x_ind[a:b], x_val[a:b], w1_ptr, w1_ind, w1_val, w2_ptr, w2_ind, w2_val,
+                           lat, lat_mark, lat_list, acc, acc_mark, acc_list, r)
+        if use_exclude:
+            for p in range(ex_ptr[r], ex_ptr[r + 1]):
+                ex_mark[ex_ind[p]] = r
+        size = 0
+        for t in range(n_acc):
+            j = acc_list[t]
+            if use_exclude and ex_mark[j] == r:
+                continue
+            if use_allowed and not allowed[j]:
+                continue
+            s = np.float32(acc[j])
+            if not s > _NEG_INF:  # -inf and NaN are not candidates
+                continue
+            size = _offer(hs, hi, size, s, j)
+        _drain(hs, hi, size, out_ids[r], out_scores[r])
+
+
+@numba.njit(**_JIT)
+def _topk_dense_kernel(scores, ex_ptr, ex_ind, use_exclude, allowed, use_allowed, out_ids, out_scores):
+    n_rows, n_items = scores.shape
+    k = out_ids.shape[1]
+    ex_mark = np.full(n_items, -1, np.int64)
+    hs = np.empty(k, np.float32)
+    hi = np.empty(k, np.int64)
+    for r in range(n_rows):
+        if use_exclude:
+            for p in range(ex_ptr[r], ex_ptr[r + 1]):
+                ex_mark[ex_ind[p]] = r
+        size = 0
+        row = scores[r]
+        for j in range(n_items):
+            s = np.float32(row[j])
+            if not s > _NEG_INF:
+                continue
+            if size == k and s < hs[0]:  # cheap reject of most items
+                continue
+            if use_exclude and ex_mark[j] == r:
+                continue
+            if use_allowed and not allowed[j]:
+                continue
+            size = _offer(hs, hi, size, s, j)
+        _drain(hs, hi, size, out_ids[r], out_scores[r])
+
+
+@numba.njit(**_JIT)
+def _popularity_kernel(order, order_scores, n_items, ex_ptr, ex_ind, use_exclude, out_ids, out_scores):
+    n_rows, k = out_ids.shape
+    ex_mark = np.full(n_items, -1, np.int64)
+    for r in range(n_rows):
+        if use_exclude:
+            for p in range(ex_ptr[r], ex_ptr[r + 1]):
+                ex_mark[ex_ind[p]] = r
+        c = 0
+        for t in range(order.shape[0]):
+            if c == k:
+                break
+            j = order[t]
+            if use_exclude and ex_mark[j] == r:
+                continue
+            out_ids[r, c] = j
+            out_scores[r, c] = order_scores[t]
+            c += 1
+
+
+# --------------------------------------------------------------------------------------------
+# input checks
+# --------------------------------------------------------------------------------------------
+
+
+def _csr(A, name: str) -> sp.csr_matrix:
+    if not sp.issparse(A):
+        raise TypeError(f"{name} must be a scipy.sparse matrix; got {type(A).__name__}")
+    A = A.tocsr()
+    if A.data.dtype.kind not in "fc":
+        A = A.astype(np.float32)
+    return A
+
+
+def _check_k(k) -> int:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
+        raise ValueError(f"k must be an integer >= 0; got {k!r}")
+    return int(k)
+
+
+def _exclude_arrays(exclude, shape):
+    if exclude is None:
+        empty = np.zeros(1, np.int64)
+        return empty, empty, False
+    exclude = _csr(exclude, "exclude")
+    if exclude.shape != shape:
+        raise ValueError(f"exclude has shape {exclude.shape}; expected {shape}")
+    return exclude.indptr, exclude.indices, True
+
+
+def _allowed_array(allowed, n_items):
+    if allowed is None:
+        return np.zeros(1, np.bool_), False
+    allowed = np.asarray(allowed)
+    if allowed.dtype != np.bool_ or allowed.shape != (n_items,):
+        raise ValueError(f"allowed must be a boolean mask of shape ({n_items},)")
+    return allowed, True
+
+
+def _check_chain(X, W1, W2):
+    if X.shape[1] != W1.shape[0] or W1.shape[1] != W2.shape[0]:
+        raise ValueError(
+            f"shapes do not chain: X {X.shape}, W1 {W1.shape}, W2 {W2.shape}"
+        )
+
+
+def _padded(b: int, k: int):
+    return np.full((b, k), -1, np.int64), np.full((b, k), _NEG_INF, np.float32)
+
+
+# --------------------------------------------------------------------------------------------
+# public kernels
+# --------------------------------------------------------------------------------------------
+
+
+def score_block(X_block, W1, W2, fill_value: float = 0.0) -> np.ndarray:
+    """Dense scores ``(X_block · W1) · W2`` of a block of users.
+
+    Parameters
+    ----------
+    X_block : scipy.sparse matrix, shape (b, n_items)
+        Interactions of ``b`` users (CSR; other formats are converted).
+    W1, W2 : scipy.sparse.csr_matrix
+        The model's weights, shapes (n_items, n_latent) and (n_latent, n_out).
+    fill_value : float, default 0.0
+        Value of items that no sparse path reaches (see "Candidates" in the module docstring).
+        ``0.0`` gives ``(X @ W1 @ W2).toarray()``; ``-inf`` marks them as non-candidates.
+
+    Returns
+    -------
+    numpy.ndarray of float32, shape (b, n_out)
+        Accumulated in float64, rounded once to float32.
+    """
+    X = _csr(X_block, "X_block")
+    W1 = _csr(W1, "W1")
+    W2 = _csr(W2, "W2")
+    _check_chain(X, W1, W2)
+    out = np.empty((X.shape[0], W2.shape[1]), np.float32)
+    if out.size:
+        _score_kernel(X.indptr, X.indices, X.data, W1.indptr, W1.indices, W1.data,
+                      W2.indptr, W2.indices, W2.data, W1.shape[1], np.float32(fill_value), out)
+    return out
+
+
+def topk_block(scores, k: int, exclude=None, allowed=None):
+    """The ``k`` best items of each row of a dense score block.
+
+    Parameters
+    ----------
+    scores : numpy.ndarray, shape (b, n_items)
+        Scores (compared after rounding to float32); NaN and −inf are never selected.
+    k : int
+        Items per row.
+    exclude : scipy.sparse matrix, shape (b, n_items), optional
+        Items to leave out per row (its sparsity pattern; values are ignored), e.g. the
+        interactions of the users, so that seen items are not recommended.
+    allowed : numpy.ndarray of bool, shape (n_items,), optional
+        Only items marked True may be selected.
+
+    Returns
+    -------
+    ids : numpy.ndarray of int64, shape (b, k)
+    scores : numpy.ndarray of float32, shape (b, k)
+        Best first, ties broken by lower item id, padded with −1 / −inf.
+    """
+    k = _check_k(k)
+    scores = np.asarray(scores)
+    if scores.ndim != 2:
+        raise ValueError(f"scores must be 2-D; got shape {scores.shape}")
+    ex_ptr, ex_ind, use_ex = _exclude_arrays(exclude, scores.shape)
+    allowed, use_allowed = _allowed_array(allowed, scores.shape[1])
+    ids, top = _padded(scores.shape[0], k)
+    if k and scores.size:
+        _topk_dense_kernel(scores, ex_ptr, ex_ind, use_ex, allowed, use_allowed, ids, top)
+    return ids, top
+
+
+def recommend_block(X_block, W1, W2, k: int, exclude_seen: bool = True, allowed=None):
+    """Top-``k`` recommendations for a block of users, without forming dense scores.
+
+    Equal, id for id and bit for bit, to
+    ``topk_block(score_block(X_block, W1, W2, fill_value=-inf), k, exclude=X_block if
+    exclude_seen else None, allowed=allowed)``, in O(b·k + n_items) memory.
+
+    Parameters
+    ----------
+    X_block : scipy.sparse matrix, shape (b, n_items)
+        Interactions (histories) of ``b`` users.
+    W1, W2 : scipy.sparse.csr_matrix
+        The model's weights.
+    k : int
+        Items per user.
+    exclude_seen : bool, default True
+        Leave out each user's own items (the pattern of its row of ``X_block``).
+    allowed : numpy.ndarray of bool, shape (n_items,), optional
+        Only items marked True may be recommended.
+
+    Returns
+    -------
+    ids, scores : numpy.ndarray, shape (b, k)
+        See the recommend contract in the module docstring.
+    """
+    k = _check_k(k)
+    X = _csr(X_block, "X_block")
+    W1 = _csr(W1, "W1")
+    W2 = _csr(W2, "W2")
+    _check_chain(X, W1, W2)
+    n_out = W2.shape[1]
+    if exclude_seen and X.shape[1] != n_out:
+        raise ValueError("exclude_seen needs a square model (n_items inputs and outputs)")
+    ex_ptr, ex_ind, use_ex = _exclude_arrays(X if exclude_seen else None, (X.shape[0], n_out))
+    allowed, use_allowed = _allowed_array(allowed, n_out)
+    ids, top = _padded(X.shape[0], k)
+    if k and X.shape[0]:
+        _recommend_kernel(X.indptr, X.indices, X.data, W1.indptr, W1.indices, W1.data,
+                          W2.indptr, W2.indices, W2.data, W1.shape[1], n_out,
+                          ex_ptr, ex_ind, use_ex, allowed, use_allowed, ids, top)
+    return ids, top
+
+
+def _indicator_rows(item_ids, n_items: int) -> sp.csr_matrix:
+    item_ids = np.asarray(item_ids, dtype=np.int64).reshape(-1)
+    if item_ids.size and (item_ids.min() < 0 or item_ids.max() >= n_items):
+        raise IndexError(f"item ids must be in [0, {n_items})")
+    m = item_ids.shape[0]
+    return sp.csr_matrix(
+        (np.ones(m, np.float32), item_ids, np.arange(m + 1, dtype=np.int64)), shape=(m, n_items)
+    )
+
+
+def similar_items_block(item_ids, W1, W2, k: int, allowed=None):
+    """The ``k`` items most similar to each of ``item_ids``: rows of ``W1 · W2``, itself excluded.
+
+    Parameters
+    ----------
+    item_ids : array-like of int, shape (m,)
+        Item indices.
+    W1, W2 : scipy.sparse.csr_matrix
+        The model's weights.
+    k : int
+        Items per query item.
+    allowed : numpy.ndarray of bool, shape (n_items,), optional
+        Only items marked True may be returned.
+
+    Returns
+    -------
+    ids, scores : numpy.ndarray, shape (m, k)
+        As :func:`recommend_block`.
+    """
+    W1 = _csr(W1, "W1")
+    X = _indicator_rows(item_ids, W1.shape[0])
+    return recommend_block(X, W1, W2, k, exclude_seen=True, allowed=allowed)
+
+
+def popularity_order(item_counts, allowed=None):
+    """Items with a positive count, most popular first (ties by lower id), and their counts.
+
+    Parameters
+    ----------
+    item_counts : array-like, shape (n_items,)
+        Interactions per item.
+    allowed : numpy.ndarray of bool, shape (n_items,), optional
+        Only items marked True are listed.
+
+    Returns
+    -------
+    order : numpy.ndarray of int64
+    counts : numpy.ndarray of float32
+    """
+    counts = np.asarray(item_counts)
+    if counts.ndim != 1:
+        raise ValueError("item_counts must be 1-D")
+    keep = counts > 0
+    if allowed is not None:
+        keep &= _allowed_array(allowed, counts.shape[0])[0]
+    ids = np.flatnonzero(keep)
+    order = ids[np.argsort(-counts[ids].astype(np.float64), kind="stable")]
+    return order.astype(np.int64), counts[order].astype(np.float32)
+
+
+def popularity_topk_block(X_block, item_counts, k: int, exclude_seen: bool = True, order=None):
+    """The ``k`` most popular items per user, the user's own items excluded.
+
+    Parameters
+    ----------
+    X_block : scipy.sparse matrix, shape (b, n_items)
+        Interactions of ``b`` users (only their patterns are used).
+    item_counts : array-like, shape (n_items,)
+        Popularity of each item; items with count 0 are never recommended.
+    k : int
+        Items per user.
+    exclude_seen : bool, default True
+        Leave out each user's own items.
+    order : tuple of arrays, optional
+        Precomputed :func:`popularity_order` ``(order, counts)`` of ``item_counts``.
+
+    Returns
+    -------
+    ids, scores : numpy.ndarray, shape (b, k)
+        Item ids and their counts (as float32), padded with −1 / −inf.
+    """
+    k = _check_k(k)
+    X = _csr(X_block, "X_block")
+    n_items = X.shape[1]
+    if order is None:
+        order = popularity_order(item_counts)
+    order_ids, order_counts = order
+    ex_ptr, ex_ind, use_ex = _exclude_arrays(X if exclude_seen else None, X.shape)
+    ids, top = _padded(X.shape[0], k)
+    if k and X.shape[0]:
+        _popularity_kernel(order_ids, order_counts, n_items, ex_ptr, ex_ind, use_ex, ids, top)
+    return ids, top
+
+
+# --------------------------------------------------------------------------------------------
+# slow twins: the oracles of the tests
+# --------------------------------------------------------------------------------------------
+
+
+def _pattern(A) -> np.ndarray:
+    P = sp.csr_matrix(A, copy=True)
+    P.data = np.ones_like(P.data, dtype=np.float64)
+    return P.toarray()
+
+
+def score_block_naive(X_block, W1, W2, fill_value: float = 0.0) -> np.ndarray:
+    """Twin of :func:`score_block`: dense float64 products, reachability from the patterns."""
+    X, A, B = (sp.csr_matrix(M) for M in (X_block, W1, W2))
+    scores = X.toarray().astype(np.float64) @ A.toarray().astype(np.float64) @ B.toarray().astype(np.float64)
+    reached = (_pattern(X) @ _pattern(A) @ _pattern(B)) > 0
+    return np.where(reached, scores, fill_value).astype(np.float32)
+
+
+def topk_block_naive(scores, k: int, exclude=None, allowed=None):
+    """Twin of :func:`topk_block`: sort each row's candidates in Python."""
+    scores = np.asarray(scores).astype(np.float32)
+    b, n = scores.shape
+    ids = np.full((b, k), -1, np.int64)
+    top = np.full((b, k), -np.inf, np.float32)
+    seen = sp.csr_matrix(exclude) if exclude is not None else None
+    for r in range(b):
+        banned = set(seen.indices[seen.indptr[r]:seen.indptr[r + 1]].tolist()) if seen is not None else set()
+        cand = [
+            (-float(scores[r, j]), j)
+            for j in range(n)
+            if scores[r, j] > -np.inf and j not in banned and (allowed is None or allowed[j])
+        ]
+        cand.sort()
+        for c, (neg, j) in enumerate(cand[:k]):
+            ids[r, c] = j
+            top[r, c] = -neg
+    return ids, top
+
+
+def recommend_block_naive(X_block, W1, W2, k: int, exclude_seen: bool = True, allowed=None):
+    """Twin of :func:`recommend_block`."""
+    scores = score_block_naive(X_block, W1, W2, fill_value=-np.inf)
+    return topk_block_naive(scores, k, exclude=X_block if exclude_seen else None, allowed=allowed)
+
+
+def similar_items_block_naive(item_ids, W1, W2, k: int, allowed=None):
+    """Twin of :func:`similar_items_block`."""
+    X = _indicator_rows(item_ids, W1.shape[0])
+    return recommend_block_naive(X, W1, W2, k, exclude_seen=True, allowed=allowed)
+
+
+def popularity_topk_block_naive(X_block, item_counts, k: int, exclude_seen: bool = True):
+    """Twin of :func:`popularity_topk_block`."""
+    counts = np.asarray(item_counts, dtype=np.float64)
+    scores = np.where(counts > 0, counts, -np.inf)[None, :].repeat(X_block.shape[0], axis=0)
+    return topk_block_naive(scores, k, exclude=X_block if exclude_seen else None)

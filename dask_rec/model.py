@@ -1,0 +1,268 @@
+"""The SANSA estimator: the reference ``sansa`` API, trained in process or on a Dask cluster."""
+
+from __future__ import annotations
+
+import logging
+
+import dask.config
+import numpy as np
+import scipy.sparse as sp
+
+from .config import SANSAConfig
+from .validation import check_interactions, check_k, check_n_items
+
+__all__ = ["SANSA"]
+
+logger = logging.getLogger(__name__)
+
+
+class SANSA:
+    """Scalable Approximate NonSymmetric Autoencoder (Spišák et al., RecSys 2023).
+
+    Sparse approximate EASE: scores of a user row ``x`` are ``(x @ W1) @ W2`` with two sparse
+    item x item weight matrices. Same names as the reference ``sansa.SANSA`` (``fit``,
+    ``weights``, ``load_weights``, ``config``, ``forward``, ``recommend``), and unlike it: masked
+    items are never recommended (their score is −inf, not 0), users with fewer than ``k``
+    candidates get rows padded with id −1 and score −inf, inference runs in bounded user blocks,
+    and training can run on a Dask cluster.
+
+    Parameters
+    ----------
+    config : SANSAConfig, optional
+        Model configuration; defaults to ``SANSAConfig()``.
+
+    Attributes
+    ----------
+    weights : tuple of (csr_matrix, csr_matrix)
+        ``(W1, W2)``; ``(None, None)`` before ``fit``/``load_weights``. After a fit on a cluster
+        the weights stay on the cluster until first accessed here (or saved by the workers with
+        :meth:`save`).
+    item_vocabulary : Vocabulary or None
+        Original item IDs, when trained from a store.
+    fit_report_ : dict
+        Stage timings, factor and inverse statistics of the last ``fit``.
+    """
+
+    def __init__(self, config: SANSAConfig | None = None) -> None:
+        self._config = config if config is not None else SANSAConfig()
+        if not isinstance(self._config, SANSAConfig):
+            raise TypeError(f"config must be a SANSAConfig; got {type(config).__name__}")
+        self._weights = (None, None)
+        self._weights_handle = None
+        self._client = None
+        self.item_vocabulary = None
+        self.fit_report_: dict = {}
+
+    # ------------------------------------------------------------------ reference API
+    @property
+    def config(self) -> SANSAConfig:
+        return self._config
+
+    @property
+    def weights(self):
+        if self._weights[0] is None and self._weights_handle is not None:
+            self._weights = tuple(self._client.gather(self._weights_handle))
+        return self._weights
+
+    @weights.setter
+    def weights(self, value) -> None:
+        self.load_weights(value)
+
+    @property
+    def n_items(self) -> int | None:
+        if self._weights[0] is not None:
+            return self._weights[0].shape[0]
+        return self.fit_report_.get("n_items")
+
+    def load_weights(self, weights) -> "SANSA":
+        """Use ``weights = (W1, W2)`` (square sparse matrices of equal shape) as the model."""
+        if not isinstance(weights, (tuple, list)) or len(weights) != 2:
+            raise TypeError("weights must be a pair (W1, W2) of sparse matrices")
+        W1, W2 = (_check_weight(w, name) for w, name in zip(weights, ("W1", "W2")))
+        if W1.shape != W2.shape or W1.shape[0] != W1.shape[1]:
+            raise ValueError(f"W1 and W2 must be square and of equal shape; got {W1.shape} and {W2.shape}")
+        self._weights = (W1, W2)
+        self._weights_handle = None
+        return self
+
+    def fit(self, training_matrix, compute_gramian: bool = True, *, client=None, progress: bool | None = None,
+            performance_report: str | None = None) -> "SANSA":
+        """Train on a users x items matrix, a store, or a path to a store.
+
+        Parameters
+        ----------
+        training_matrix : scipy sparse matrix, ndarray, InteractionStore or path
+            Interactions (binary or weighted, non-negative). With ``compute_gramian=False``, a
+            precomputed item x item matrix instead (as in the reference).
+        compute_gramian : bool, default True
+        client : distributed.Client, "local" or None
+            Where to run. A Client runs the fit on its cluster; ``"local"`` starts a LocalCluster
+            sized to this machine and closes it afterwards; ``None`` uses the current client if
+            there is one, else starts a LocalCluster for a store (out-of-core data) and runs in
+            this process for in-memory matrices (the reference's behaviour).
+        progress : bool, optional
+            Progress bar per stage on a cluster (default: when stderr is a terminal).
+        performance_report : str, optional
+            Path of a Dask performance report (HTML) of the fit (cluster runs only).
+
+        Returns
+        -------
+        self
+        """
+        from .blocks import as_row_block_source
+        from .cluster import client_context, current_client
+        from .executor import InProcessExecutor, executor_for
+        from .training import fit_weights
+
+        if not isinstance(compute_gramian, (bool, np.bool_)):
+            raise TypeError(f"compute_gramian must be True or False; got {compute_gramian!r}")
+        source = as_row_block_source(training_matrix)
+        if client is None:
+            client = current_client()
+            if client is None and source.store is not None:
+                client = "local"
+        if client is None:
+            result = fit_weights(source, self.config, InProcessExecutor(), compute_gramian=compute_gramian,
+                                 progress=progress)
+            self._set_fit_result(result, weights=result.weights, client=None, source=source)
+            return self
+        if isinstance(client, str) and client != "local":
+            raise ValueError(f"client must be a distributed.Client, 'local' or None; got {client!r}")
+        with client_context(None if client == "local" else client) as c:
+            report_ctx = _performance_report(performance_report)
+            with report_ctx:
+                result = fit_weights(source, self.config, executor_for(c), compute_gramian=compute_gramian,
+                                     progress=progress)
+            if client == "local":  # the cluster closes on exit: bring the weights home first
+                self._set_fit_result(result, weights=tuple(c.gather(result.weights)), client=None, source=source)
+            else:
+                self._set_fit_result(result, weights=None, client=c, source=source)
+        return self
+
+    def _set_fit_result(self, result, *, weights, client, source) -> None:
+        self.fit_report_ = result.report
+        self._client = client
+        self._weights_handle = None if weights is not None else result.weights
+        self._weights = tuple(weights) if weights is not None else (None, None)
+        self.item_vocabulary = source.item_vocabulary
+        logger.info("fit done in %.1f s: %s", result.report["total_seconds"], result.report["stage_seconds"])
+
+    def forward(self, X) -> np.ndarray:
+        """Dense scores ``(X @ W1) @ W2`` of a batch of users (rows of X), as float32.
+
+        Unlike the reference (which returns a sparse product) this returns a dense array: use
+        :meth:`recommend` or :meth:`recommend_users` for large batches, which work in bounded blocks.
+        """
+        from .kernels.scoring import score_block
+
+        W1, W2 = self._require_weights()
+        X = check_interactions(X, "X", allow_empty=True)
+        check_n_items(X, W1.shape[0])
+        return score_block(X, W1, W2)
+
+    def recommend(self, interactions, k: int, mask_input: bool = True):
+        """Top-``k`` items for each user, best first.
+
+        Parameters
+        ----------
+        interactions : sparse matrix or ndarray (users x items), or 1-D array of one user's row
+        k : int
+        mask_input : bool, default True
+            Never recommend items the user interacted with.
+
+        Returns
+        -------
+        ids : ndarray of int64, (n_users, k) — or (k,) for a 1-D input
+        scores : ndarray of float32, same shape
+            Rows with fewer than ``k`` candidates are padded with id −1 and score −inf.
+        """
+        from .kernels.scoring import recommend_block
+
+        W1, W2 = self._require_weights()
+        k = check_k(k)
+        single = isinstance(interactions, np.ndarray) and interactions.ndim == 1
+        X = check_interactions(interactions[None, :] if single else interactions, "interactions", allow_empty=True)
+        check_n_items(X, W1.shape[0], "interactions")
+        rows = _users_per_block(W1.shape[0])
+        ids = np.empty((X.shape[0], k), dtype=np.int64)
+        scores = np.empty((X.shape[0], k), dtype=np.float32)
+        for start in range(0, X.shape[0], rows):
+            block = X[start : start + rows]
+            ids[start : start + rows], scores[start : start + rows] = recommend_block(
+                block, W1, W2, k, exclude_seen=bool(mask_input)
+            )
+        return (ids[0], scores[0]) if single else (ids, scores)
+
+    def recommend_users(self, histories, k: int = 10, *, exclude_seen: bool = True, output=None, client=None, **kwargs):
+        """Batch top-``k`` for many users as user-block tasks; see :func:`dask_rec.recommend.recommend_users`."""
+        from .recommend import recommend_users
+
+        kwargs.setdefault("item_vocabulary", self.item_vocabulary)
+        weights = self._weights_handle if (self._weights[0] is None and self._weights_handle is not None) else self._require_weights()
+        if client is None and self._client is not None and self._weights[0] is None:
+            client = self._client
+        return recommend_users(weights, histories, k=k, exclude_seen=exclude_seen, output=output, client=client, **kwargs)
+
+    def similar_items(self, items, k: int = 10):
+        """Top-``k`` items most similar to each of ``items`` (rows of W1·W2, the item itself excluded)."""
+        from .kernels.scoring import similar_items_block
+
+        W1, W2 = self._require_weights()
+        k = check_k(k)
+        single = np.ndim(items) == 0
+        items = np.atleast_1d(np.asarray(items))
+        if items.dtype.kind not in "iu":
+            raise TypeError(f"items must be integer item indices; got dtype {items.dtype}")
+        if items.size and (items.min() < 0 or items.max() >= W1.shape[0]):
+            raise ValueError(f"item indices must be in [0, {W1.shape[0]}); got values from {items.min()} to {items.max()}")
+        ids, scores = similar_items_block(items.astype(np.int64), W1, W2, k)
+        return (ids[0], scores[0]) if single else (ids, scores)
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path, *, overwrite: bool = False) -> str:
+        """Write the model to a Zarr directory (atomically); see :mod:`dask_rec.persistence`."""
+        from .persistence import save_model
+
+        return save_model(self, path, overwrite=overwrite)
+
+    @classmethod
+    def load(cls, path) -> "SANSA":
+        """Load a model written by :meth:`save` (no pickle involved)."""
+        from .persistence import load_model
+
+        return load_model(path)
+
+    def _require_weights(self):
+        W1, W2 = self.weights
+        if W1 is None:
+            raise ValueError("this SANSA model has no weights yet: call fit() or load_weights() first")
+        return W1, W2
+
+    def __repr__(self) -> str:
+        state = "unfitted" if self._weights[0] is None and self._weights_handle is None else f"{self.n_items} items"
+        return f"SANSA({self.config!r}) [{state}]"
+
+
+def _check_weight(w, name: str) -> sp.csr_matrix:
+    if not sp.issparse(w):
+        raise TypeError(f"{name} must be a scipy sparse matrix; got {type(w).__name__}")
+    w = sp.csr_matrix(w, dtype=np.float32)
+    if not np.all(np.isfinite(w.data)):
+        raise ValueError(f"{name} has NaN or infinite values")
+    return w
+
+
+def _users_per_block(n_items: int) -> int:
+    """Users scored at once: a dense buffer of about ``dask_rec.recommend.block-bytes`` bytes."""
+    budget = int(dask.config.get("dask_rec.recommend.block-bytes", 256 * 2**20))
+    return max(1, budget // (4 * max(n_items, 1)))
+
+
+def _performance_report(path):
+    import contextlib
+
+    if path is None:
+        return contextlib.nullcontext()
+    from distributed import performance_report
+
+    return performance_report(filename=str(path))
