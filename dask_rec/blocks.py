@@ -11,10 +11,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-import dask.config
 import numpy as np
 import scipy.sparse as sp
 
+from . import settings
 from .validation import check_interactions
 
 __all__ = ["RowBlockSource", "as_row_block_source", "default_rows_per_block"]
@@ -22,7 +22,7 @@ __all__ = ["RowBlockSource", "as_row_block_source", "default_rows_per_block"]
 
 def default_rows_per_block(n_rows: int, nnz: int) -> int:
     """Rows per block for in-memory data: about ``dask_rec.blocks.target-nnz`` interactions each."""
-    target = int(dask.config.get("dask_rec.blocks.target-nnz", 2_000_000))
+    target = int(settings.get("blocks.target-nnz"))
     per_row = max(nnz / max(n_rows, 1), 1.0)
     return max(1, min(n_rows, int(target / per_row)))
 

@@ -7,9 +7,9 @@ column block: no task needs the whole Gramian before the factorization gathers i
 
 from __future__ import annotations
 
-import dask.config
 import numpy as np
 
+from . import settings
 from .kernels.gramian import block_gramian, item_counts, sum_gramians
 
 __all__ = ["reduce_gramian", "reduce_item_counts", "item_column_blocks"]
@@ -17,7 +17,7 @@ __all__ = ["reduce_gramian", "reduce_item_counts", "item_column_blocks"]
 
 def item_column_blocks(n_items: int, item_block_size: int | None = None) -> list[tuple[int, int]]:
     """Item column ranges of the Gramian (``dask_rec.gramian.item-block-size``, default: one block)."""
-    size = item_block_size or dask.config.get("dask_rec.gramian.item-block-size", None) or n_items
+    size = settings.get("gramian.item-block-size", item_block_size) or n_items
     size = max(1, int(size))
     return [(a, min(a + size, n_items)) for a in range(0, n_items, size)]
 
@@ -29,7 +29,7 @@ def _sum_counts(parts):
 def reduce_gramian(executor, block_handles: list, n_items: int, *, item_block_size: int | None = None,
                    fan_in: int | None = None) -> list[tuple[int, int, object]]:
     """Sum the row blocks' Gramians: ``[(col_start, col_stop, handle of csr n_items x width)]``."""
-    fan_in = fan_in or int(dask.config.get("dask_rec.gramian.fan-in", 8))
+    fan_in = int(settings.get("gramian.fan-in", fan_in))
     out = []
     for start, stop in item_column_blocks(n_items, item_block_size):
         whole = start == 0 and stop == n_items

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 
-import dask.config
 import numpy as np
 import scipy.sparse as sp
 
+from . import settings
 from .config import SANSAConfig
 from .validation import check_interactions, check_k, check_n_items
 
@@ -254,7 +254,7 @@ def _check_weight(w, name: str) -> sp.csr_matrix:
 
 def _users_per_block(n_items: int) -> int:
     """Users scored at once: a dense buffer of about ``dask_rec.recommend.block-bytes`` bytes."""
-    budget = int(dask.config.get("dask_rec.recommend.block-bytes", 256 * 2**20))
+    budget = int(settings.get("recommend.block-bytes"))
     return max(1, budget // (4 * max(n_items, 1)))
 
 

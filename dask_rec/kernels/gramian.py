@@ -67,7 +67,7 @@ def _kernels():
             cur[u] = xptr[u]
         acc = np.zeros(n, dtype=np.float64)
         mark = np.full(n, -1, dtype=np.int64)
-        cols = np.empty(n, dtype=np.int64)
+        cols = np.empty(n, dtype=np.int32)
         out_ind = np.empty(max(cap, 1), dtype=np.int32)
         out_val = np.empty(max(cap, 1), dtype=np.float64)
         indptr = np.zeros(n + 1, dtype=np.int64)
@@ -134,7 +134,7 @@ def _kernels():
         """Rows ``row_start:row_stop`` of XᵀX (all columns), CSR with sorted columns."""
         acc = np.zeros(n, dtype=np.float64)
         mark = np.full(n, -1, dtype=np.int64)
-        cols = np.empty(n, dtype=np.int64)
+        cols = np.empty(n, dtype=np.int32)
         width = row_stop - row_start
         out_ind = np.empty(max(cap, 1), dtype=np.int32)
         out_val = np.empty(max(cap, 1), dtype=np.float64)
@@ -272,20 +272,17 @@ def item_counts(X_block) -> np.ndarray:
     """Non-zero interactions per item (column) of a block of users, as int64 (popularity)."""
     if not sp.issparse(X_block):
         raise TypeError(f"expected a scipy sparse matrix; got {type(X_block).__name__}")
-    X = X_block.tocsr() if X_block.format not in ("csr", "csc") else X_block
-    if X.format == "csr":
-        X = X.copy() if not X.has_canonical_format else X
-        if not X.has_canonical_format:
-            X.sum_duplicates()
-        return np.bincount(X.indices[X.data != 0], minlength=X.shape[1]).astype(np.int64)
-    X = X.copy() if not X.has_canonical_format else X
+    X = X_block if X_block.format in ("csr", "csc") else X_block.tocsr()
     if not X.has_canonical_format:
+        X = X.copy()
         X.sum_duplicates()
-    nz = (X.data != 0).astype(np.int64)
-    counts = np.zeros(X.shape[1], dtype=np.int64)
-    cols = np.repeat(np.arange(X.shape[1]), np.diff(X.indptr))
-    np.add.at(counts, cols, nz)
-    return counts
+    n = X.shape[1]
+    nz = X.data != 0
+    if X.format == "csr":
+        cols = X.indices
+    else:
+        cols = np.repeat(np.arange(n), np.diff(X.indptr))
+    return np.bincount(cols[nz], minlength=n).astype(np.int64)
 
 
 def gramian_row_norms(G) -> np.ndarray:
@@ -293,7 +290,7 @@ def gramian_row_norms(G) -> np.ndarray:
 
     For a column block ``G[:, a:b]`` of a symmetric Gramian, ``gramian_row_norms(G_block.T)``
     gives ``‖G[i, :]‖₂`` for the items ``a <= i < b`` (rows and columns of G have equal norms),
-    so the norms never need a whole row; partial sums of squares over blocks also add up.
+    so no task needs a whole row. (Partial sums of squares over row blocks add up too.)
     """
     if not sp.issparse(G):
         raise TypeError(f"expected a scipy sparse matrix; got {type(G).__name__}")
@@ -301,12 +298,8 @@ def gramian_row_norms(G) -> np.ndarray:
     if not G.has_canonical_format:
         G = G.copy()
         G.sum_duplicates()
-    sq = np.square(G.data, dtype=np.float64)
-    sums = np.zeros(G.shape[0], dtype=np.float64)
     rows = np.repeat(np.arange(G.shape[0]), np.diff(G.indptr))
-    np.add.at(sums, rows, sq) if len(rows) < 1024 else None
-    if len(rows) >= 1024:
-        sums = np.bincount(rows, weights=sq, minlength=G.shape[0])
+    sums = np.bincount(rows, weights=np.square(G.data, dtype=np.float64), minlength=G.shape[0])
     return np.sqrt(sums)
 
 

@@ -1,19 +1,22 @@
 """Scoring and top-k kernels for one block of users (NumPy/SciPy/numba, no Dask).
 
 A SANSA model scores a user row ``x`` (1 × n_items) as ``(x · W1) · W2``. The kernels here do it
-for a CSR block of users, one row at a time, with a sparse accumulator: the latent row ``x · W1``
-and the score row are gathered into O(n_items) scratch buffers that are reused across rows, so
-:func:`recommend_block` never holds more than its ``b × k`` output plus a few item-length arrays,
-whatever the block size. :func:`score_block` (dense ``b × n_items`` scores) is for callers that
-want the scores themselves.
+for a CSR block of users, one row at a time: the latent row ``x · W1`` goes into a small sparse
+accumulator, then every stored entry of ``W2`` that it reaches is scatter-added into one dense
+item-length float64 buffer that is reused across rows. :func:`recommend_block` selects the top
+``k`` straight from that buffer, so it never holds more than its ``b × k`` output plus a few
+item-length arrays, whatever the block size; :func:`score_block` (dense ``b × n_items`` scores)
+is for callers that want the scores themselves.
 
 Candidates
 ----------
-An item is a *candidate* for a user when the sparse patterns connect them: some stored entry
-``x_i``, ``W1[i, l]`` and ``W2[l, j]`` exist. Items that no path reaches have no score at all
-(they are not "score 0"), so a sparse model may have fewer than ``k`` candidates for a user.
-Seen items (the CSR pattern of ``exclude``), items outside ``allowed`` and non-finite (NaN or
-−inf) scores are never candidates either.
+An item is a *candidate* for a user when its score is non-zero (after rounding to float32):
+items that no sparse path reaches have no score at all (not "score 0"), so a sparse model may
+have fewer than ``k`` candidates for a user; an exact zero from cancellation is treated the same
+way (as ``scipy.sparse`` products, which drop it, and the reference package do). Seen items (the
+CSR pattern of ``exclude``), items outside ``allowed`` and non-finite (NaN, −inf) scores are never
+candidates either. :func:`topk_block`, which takes arbitrary dense scores, counts every finite
+score as a candidate, zeros included.
 
 Recommend contract
 ------------------
@@ -115,12 +118,10 @@ def _drain(hs, hi, size, out_ids, out_scores):
 
 
 @numba.njit(**_JIT)
-def _score_row(x_ind, x_val, w1_ptr, w1_ind, w1_val, w2_ptr, w2_ind, w2_val,
-               lat, lat_mark, lat_list, acc, acc_mark, acc_list, stamp):
-    """Scores of one user into the sparse accumulator ``acc``; return how many items it touched.
+def _latent_row(x_ind, x_val, w1_ptr, w1_ind, w1_val, lat, lat_mark, lat_list, stamp):
+    """Latent row ``x · W1`` into ``lat`` (float64); ``lat_list[:n]`` lists its entries.
 
-    ``acc_list[:n]`` lists the touched items (first-touch order); ``acc[j]`` holds their float64
-    scores. Marks equal to ``stamp`` flag entries touched for this row, so nothing is reset.
+    Marks equal to ``stamp`` flag entries touched for this row, so nothing needs a reset.
     """
     n_lat = 0
     for p in range(x_ind.shape[0]):
@@ -134,19 +135,20 @@ def _score_row(x_ind, x_val, w1_ptr, w1_ind, w1_val, w2_ptr, w2_ind, w2_val,
                 lat_list[n_lat] = l
                 n_lat += 1
             lat[l] += v * w1_val[q]
-    n_acc = 0
+    return n_lat
+
+
+@numba.njit(**_JIT)
+def _scatter_row(lat, lat_list, n_lat, w2_ptr, w2_ind, w2_val, acc):
+    """``acc += latent · W2``: the hot loop, one scatter-add per stored entry of W2 used.
+
+    A dense accumulator without per-entry bookkeeping; exact zeros mean "no score".
+    """
     for t in range(n_lat):
         l = lat_list[t]
         v = lat[l]
         for q in range(w2_ptr[l], w2_ptr[l + 1]):
-            j = w2_ind[q]
-            if acc_mark[j] != stamp:
-                acc_mark[j] = stamp
-                acc[j] = 0.0
-                acc_list[n_acc] = j
-                n_acc += 1
-            acc[j] += v * w2_val[q]
-    return n_acc
+            acc[w2_ind[q]] += v * w2_val[q]
 
 
 @numba.njit(**_JIT)
@@ -156,17 +158,15 @@ def _score_kernel(x_ptr, x_ind, x_val, w1_ptr, w1_ind, w1_val, w2_ptr, w2_ind, w
     lat = np.empty(n_latent, np.float64)
     lat_mark = np.full(n_latent, -1, np.int64)
     lat_list = np.empty(n_latent, np.int64)
-    acc = np.empty(n_out, np.float64)
-    acc_mark = np.full(n_out, -1, np.int64)
-    acc_list = np.empty(n_out, np.int64)
+    acc = np.zeros(n_out, np.float64)
     for r in range(n_rows):
         a, b = x_ptr[r], x_ptr[r + 1]
-        n_acc = _score_row(x_ind[a:b], x_val[a:b], w1_ptr, w1_ind, w1_val, w2_ptr, w2_ind, w2_val,
-                           lat, lat_mark, lat_list, acc, acc_mark, acc_list, r)
-        out[r, :] = fill
-        for t in range(n_acc):
-            j = acc_list[t]
-            out[r, j] = np.float32(acc[j])
+        n_lat = _latent_row(x_ind[a:b], x_val[a:b], w1_ptr, w1_ind, w1_val, lat, lat_mark, lat_list, r)
+        _scatter_row(lat, lat_list, n_lat, w2_ptr, w2_ind, w2_val, acc)
+        for j in range(n_out):
+            s = np.float32(acc[j])
+            acc[j] = 0.0
+            out[r, j] = s if s != 0 else fill
 
 
 @numba.njit(**_JIT)
@@ -177,30 +177,29 @@ def _recommend_kernel(x_ptr, x_ind, x_val, w1_ptr, w1_ind, w1_val, w2_ptr, w2_in
     lat = np.empty(n_latent, np.float64)
     lat_mark = np.full(n_latent, -1, np.int64)
     lat_list = np.empty(n_latent, np.int64)
-    acc = np.empty(n_out, np.float64)
-    acc_mark = np.full(n_out, -1, np.int64)
-    acc_list = np.empty(n_out, np.int64)
-    ex_mark = np.full(n_out, -1, np.int64)
+    acc = np.zeros(n_out, np.float64)
     hs = np.empty(k, np.float32)
     hi = np.empty(k, np.int64)
     for r in range(n_rows):
         a, b = x_ptr[r], x_ptr[r + 1]
-        n_acc = _score_row(x_ind[a:b], x_val[a:b], w1_ptr, w1_ind, w1_val, w2_ptr, w2_ind, w2_val,
-                           lat, lat_mark, lat_list, acc, acc_mark, acc_list, r)
-        if use_exclude:
+        n_lat = _latent_row(x_ind[a:b], x_val[a:b], w1_ptr, w1_ind, w1_val, lat, lat_mark, lat_list, r)
+        _scatter_row(lat, lat_list, n_lat, w2_ptr, w2_ind, w2_val, acc)
+        if use_exclude:  # a seen item has no score
             for p in range(ex_ptr[r], ex_ptr[r + 1]):
-                ex_mark[ex_ind[p]] = r
+                acc[ex_ind[p]] = 0.0
+        # Items are visited in increasing id, so a later item must beat the heap's worst
+        # strictly; once the heap is full most items fail this one predictable compare.
         size = 0
-        for t in range(n_acc):
-            j = acc_list[t]
-            if use_exclude and ex_mark[j] == r:
-                continue
-            if use_allowed and not allowed[j]:
-                continue
+        threshold = _NEG_INF  # also rejects -inf and NaN
+        for j in range(n_out):
             s = np.float32(acc[j])
-            if not s > _NEG_INF:  # -inf and NaN are not candidates
-                continue
-            size = _offer(hs, hi, size, s, j)
+            if s > threshold and s != 0:  # 0: no score
+                if use_allowed and not allowed[j]:
+                    continue
+                size = _offer(hs, hi, size, s, j)
+                if size == k:
+                    threshold = hs[0]
+        acc[:] = 0.0
         _drain(hs, hi, size, out_ids[r], out_scores[r])
 
 
@@ -216,18 +215,18 @@ def _topk_dense_kernel(scores, ex_ptr, ex_ind, use_exclude, allowed, use_allowed
             for p in range(ex_ptr[r], ex_ptr[r + 1]):
                 ex_mark[ex_ind[p]] = r
         size = 0
+        threshold = _NEG_INF
         row = scores[r]
         for j in range(n_items):
             s = np.float32(row[j])
-            if not s > _NEG_INF:
-                continue
-            if size == k and s < hs[0]:  # cheap reject of most items
-                continue
-            if use_exclude and ex_mark[j] == r:
-                continue
-            if use_allowed and not allowed[j]:
-                continue
-            size = _offer(hs, hi, size, s, j)
+            if s > threshold:  # as in _recommend_kernel; -inf and NaN never pass
+                if use_exclude and ex_mark[j] == r:
+                    continue
+                if use_allowed and not allowed[j]:
+                    continue
+                size = _offer(hs, hi, size, s, j)
+                if size == k:
+                    threshold = hs[0]
         _drain(hs, hi, size, out_ids[r], out_scores[r])
 
 
@@ -316,8 +315,9 @@ def score_block(X_block, W1, W2, fill_value: float = 0.0) -> np.ndarray:
     W1, W2 : scipy.sparse.csr_matrix
         The model's weights, shapes (n_items, n_latent) and (n_latent, n_out).
     fill_value : float, default 0.0
-        Value of items that no sparse path reaches (see "Candidates" in the module docstring).
-        ``0.0`` gives ``(X @ W1 @ W2).toarray()``; ``-inf`` marks them as non-candidates.
+        Value of the scores that are exactly zero, i.e. items without a score (see "Candidates"
+        in the module docstring). ``0.0`` gives ``(X @ W1 @ W2).toarray()``; ``-inf`` makes them
+        non-candidates for :func:`topk_block`.
 
     Returns
     -------
@@ -368,7 +368,8 @@ def topk_block(scores, k: int, exclude=None, allowed=None):
     return ids, top
 
 
-def recommend_block(X_block, W1, W2, k: int, exclude_seen: bool = True, allowed=None):
+def recommend_block(X_block, W1, W2, k: int, exclude_seen: bool = True, allowed=None,
+                    n_threads: int = 1):
     """Top-``k`` recommendations for a block of users, without forming dense scores.
 
     Equal, id for id and bit for bit, to
@@ -387,6 +388,9 @@ def recommend_block(X_block, W1, W2, k: int, exclude_seen: bool = True, allowed=
         Leave out each user's own items (the pattern of its row of ``X_block``).
     allowed : numpy.ndarray of bool, shape (n_items,), optional
         Only items marked True may be recommended.
+    n_threads : int, default 1
+        Split the rows over this many Python threads (the kernel releases the GIL). Keep 1
+        inside Dask tasks, where the workers already run tasks side by side.
 
     Returns
     -------
@@ -404,11 +408,32 @@ def recommend_block(X_block, W1, W2, k: int, exclude_seen: bool = True, allowed=
     ex_ptr, ex_ind, use_ex = _exclude_arrays(X if exclude_seen else None, (X.shape[0], n_out))
     allowed, use_allowed = _allowed_array(allowed, n_out)
     ids, top = _padded(X.shape[0], k)
-    if k and X.shape[0]:
-        _recommend_kernel(X.indptr, X.indices, X.data, W1.indptr, W1.indices, W1.data,
+    if not (k and X.shape[0]):
+        return ids, top
+
+    def run(a: int, b: int) -> None:  # rows a:b; pointer arrays are sliced, the rest shared
+        _recommend_kernel(X.indptr[a:b + 1], X.indices, X.data, W1.indptr, W1.indices, W1.data,
                           W2.indptr, W2.indices, W2.data, W1.shape[1], n_out,
-                          ex_ptr, ex_ind, use_ex, allowed, use_allowed, ids, top)
+                          ex_ptr[a:b + 1] if use_ex else ex_ptr, ex_ind, use_ex, allowed,
+                          use_allowed, ids[a:b], top[a:b])
+
+    _run_chunks(run, X.shape[0], n_threads)
     return ids, top
+
+
+def _run_chunks(run, n_rows: int, n_threads: int, min_rows: int = 64) -> None:
+    """Call ``run(a, b)`` over row chunks, on ``n_threads`` threads when that is worth it."""
+    n_threads = max(1, int(n_threads))
+    n_chunks = min(4 * n_threads, max(1, n_rows // min_rows)) if n_threads > 1 else 1
+    if n_chunks == 1:
+        run(0, n_rows)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    edges = np.linspace(0, n_rows, n_chunks + 1).astype(np.int64)
+    with ThreadPoolExecutor(min(n_threads, n_chunks)) as pool:
+        for f in [pool.submit(run, a, b) for a, b in zip(edges[:-1], edges[1:])]:
+            f.result()
 
 
 def _indicator_rows(item_ids, n_items: int) -> sp.csr_matrix:
@@ -510,18 +535,11 @@ def popularity_topk_block(X_block, item_counts, k: int, exclude_seen: bool = Tru
 # --------------------------------------------------------------------------------------------
 
 
-def _pattern(A) -> np.ndarray:
-    P = sp.csr_matrix(A, copy=True)
-    P.data = np.ones_like(P.data, dtype=np.float64)
-    return P.toarray()
-
-
 def score_block_naive(X_block, W1, W2, fill_value: float = 0.0) -> np.ndarray:
-    """Twin of :func:`score_block`: dense float64 products, reachability from the patterns."""
-    X, A, B = (sp.csr_matrix(M) for M in (X_block, W1, W2))
-    scores = X.toarray().astype(np.float64) @ A.toarray().astype(np.float64) @ B.toarray().astype(np.float64)
-    reached = (_pattern(X) @ _pattern(A) @ _pattern(B)) > 0
-    return np.where(reached, scores, fill_value).astype(np.float32)
+    """Twin of :func:`score_block`: dense float64 products of the densified matrices."""
+    X, A, B = (sp.csr_matrix(M).toarray().astype(np.float64) for M in (X_block, W1, W2))
+    scores = (X @ A @ B).astype(np.float32)
+    return np.where(scores != 0, scores, np.float32(fill_value))
 
 
 def topk_block_naive(scores, k: int, exclude=None, allowed=None):

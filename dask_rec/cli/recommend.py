@@ -1,0 +1,68 @@
+"""``dask-rec recommend MODEL STORE OUTPUT``: top-k for every user of a store, written as Parquet."""
+
+from __future__ import annotations
+
+import time
+
+from . import add_cluster_arguments, cluster_from_args
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "recommend", help="batch top-k recommendations for the users of a store",
+        description="Write the top-k items of every user of STORE (or of --users) as a Parquet dataset "
+        "with columns user_id, item_id, score, rank, in the store's original IDs. "
+        "Each user block is scored and written by its own task.",
+    )
+    p.add_argument("model", help="model directory written by 'dask-rec fit'")
+    p.add_argument("store", help="store with the users' histories")
+    p.add_argument("output", help="output Parquet directory")
+    p.add_argument("-k", type=int, default=20, help="items per user (default: 20)")
+    p.add_argument("--users", default=None, help="file with one user ID per line (default: every user)")
+    p.add_argument("--include-seen", action="store_true", help="allow items the user already interacted with")
+    p.add_argument("--unknown", choices=("error", "drop", "popular"), default="error",
+                   help="users of --users not in the store: fail, skip, or give them the most popular items")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    add_cluster_arguments(p)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    from dask_rec import SANSA
+    from dask_rec.store import open_store
+
+    if Path(args.output).exists() and not args.overwrite:
+        raise FileExistsError(f"output {args.output!r} already exists; pass --overwrite to replace it")
+    model = SANSA.load(args.model)
+    store = open_store(args.store)
+    if model.n_items != store.shape[1]:
+        raise ValueError(f"the model has {model.n_items} items but the store has {store.shape[1]}: "
+                         "recommend with the store the model was trained on")
+    users = None
+    if args.users:
+        users = _read_users(args.users, store)
+    t0 = time.perf_counter()
+    with cluster_from_args(args) as client:
+        model.recommend_users(store, k=args.k, exclude_seen=not args.include_seen, output=args.output,
+                              users=users, unknown=args.unknown, client=client, overwrite=args.overwrite)
+    n = len(users) if users is not None else store.shape[0]
+    seconds = time.perf_counter() - t0
+    print(f"recommended {args.k} items for {n} users in {seconds:.1f} s ({n / max(seconds, 1e-9):.0f} users/s); "
+          f"written to {args.output}")
+    return 0
+
+
+def _read_users(path, store):
+    import numpy as np
+
+    with open(path) as f:
+        lines = [line.strip() for line in f if line.strip()]
+    ids = store.user_vocabulary.ids
+    if np.asarray(ids).dtype.kind in "iu":
+        try:
+            return np.asarray([int(x) for x in lines], dtype=np.int64)
+        except ValueError as exc:
+            raise ValueError(f"--users {path!r}: the store's user IDs are integers; {exc}") from None
+    return np.asarray(lines, dtype=object)

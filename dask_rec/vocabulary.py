@@ -1,0 +1,406 @@
+"""External IDs ↔ dense indices.
+
+A :class:`Vocabulary` holds the distinct original IDs of users or of items, sorted, and maps them
+to the dense indices ``0 .. n-1`` the matrices use (the position of the ID in the sorted order).
+IDs are either all integers (held as ``int64``) or all strings; the order is the natural one
+(numeric, or Unicode code point order for strings), so the same set of IDs always gets the same
+indices, however the input was partitioned.
+
+The unknown-ID policy is explicit, as in LensKit: ``"error"`` (raise :class:`UnknownIDError`),
+``"missing"`` (index ``-1``) or ``"drop"`` (leave the unknown ones out).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["Vocabulary", "UnknownIDError", "id_kind"]
+
+_UNKNOWN_POLICIES = ("error", "drop", "missing")
+_FORMAT_VERSION = 1
+_META_KEY = b"dask_rec.vocabulary"
+
+
+class UnknownIDError(KeyError, ValueError):
+    """IDs looked up in a :class:`Vocabulary` that it does not hold."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+def id_kind(values, name: str = "IDs") -> str:
+    """``"int"`` or ``"str"``: the kind of a 1-D array of IDs (no nulls).
+
+    Integer dtypes (and floats holding whole numbers) are ``"int"``; strings are ``"str"``.
+
+    Raises
+    ------
+    TypeError
+        For booleans, non-integral or non-finite floats, other types, or a mix of integers and
+        strings; the message names ``name`` and an offending value.
+    """
+    dtype = getattr(values, "dtype", None)
+    if dtype is None:
+        values = np.asarray(values, dtype=object) if len(values) else np.asarray(values)
+        dtype = values.dtype
+    if isinstance(dtype, pd.CategoricalDtype):
+        return id_kind(np.asarray(values.categories if hasattr(values, "categories") else values.cat.categories), name)
+    if pd.api.types.is_bool_dtype(dtype):
+        raise TypeError(f"{name} must be integers or strings; got booleans")
+    if pd.api.types.is_integer_dtype(dtype):
+        return "int"
+    if pd.api.types.is_float_dtype(dtype):
+        arr = np.asarray(values, dtype=np.float64)
+        bad = ~np.isfinite(arr) | (arr != np.round(arr))
+        if bad.any():
+            raise TypeError(f"{name} must be integers or strings; got the non-integral number {float(arr[bad][0])!r}")
+        return "int"
+    if pd.api.types.is_string_dtype(dtype) and not dtype == object:
+        return "str"
+    if dtype == object or dtype.kind in "OUT":
+        arr = np.asarray(values, dtype=object)
+        if arr.size == 0:
+            return "str"
+        is_str = np.fromiter((isinstance(v, str) for v in arr), dtype=bool, count=arr.size)
+        if is_str.all():
+            return "str"
+        is_int = np.fromiter((isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) for v in arr),
+                             dtype=bool, count=arr.size)
+        if is_int.all():
+            return "int"
+        is_float = np.fromiter((isinstance(v, (float, np.floating)) for v in arr), dtype=bool, count=arr.size)
+        if (is_int | is_float).all():
+            return id_kind(arr.astype(np.float64), name)
+        if (is_str | is_int).all():
+            raise TypeError(
+                f"{name} mix integers and strings (e.g. {arr[is_int][0]!r} and {arr[is_str][0]!r}); "
+                "IDs of one vocabulary must all be of one type"
+            )
+        other = arr[~(is_str | is_int)][0]
+        raise TypeError(f"{name} must be integers or strings; got {type(other).__name__} {other!r}")
+    raise TypeError(f"{name} must be integers or strings; got dtype {dtype}")
+
+
+def _as_kind(values, kind: str, name: str = "IDs"):
+    """``values`` as an int64 ndarray (kind ``int``) or a pandas ``str`` array (kind ``str``)."""
+    if kind == "int":
+        if isinstance(getattr(values, "dtype", None), pd.CategoricalDtype):
+            values = np.asarray(values)
+        arr = np.asarray(values)
+        if arr.dtype.kind == "u" and arr.size and arr.max() > np.iinfo(np.int64).max:
+            raise TypeError(f"{name} exceed the int64 range (largest {arr.max()})")
+        return arr.astype(np.int64, copy=False)
+    return pd.array(np.asarray(values, dtype=object), dtype="str") if not isinstance(
+        getattr(values, "dtype", None), pd.StringDtype) else pd.array(values, dtype="str")
+
+
+class Vocabulary:
+    """A sorted set of distinct IDs and their dense indices ``0 .. n-1``.
+
+    Parameters
+    ----------
+    ids : array-like
+        IDs, all integers or all strings, in any order, possibly repeated; nulls are not allowed.
+        They are sorted and deduplicated.
+
+    Examples
+    --------
+    >>> v = Vocabulary(["b", "a", "c", "a"])
+    >>> len(v), v.index(["c", "a"]).tolist(), v.id_of(1)
+    (3, [2, 0], 'b')
+    """
+
+    def __init__(self, ids=()) -> None:
+        if isinstance(ids, Vocabulary):
+            self._kind, self._ids = ids._kind, ids._ids
+            self._lookup = None
+            return
+        if hasattr(ids, "to_numpy") and hasattr(ids, "type") and hasattr(ids, "null_count"):  # pyarrow
+            ids = ids.to_pandas()
+        if isinstance(ids, (list, tuple, set, frozenset)) or not hasattr(ids, "__len__"):
+            ids = list(ids)
+        if len(ids) and pd.isna(pd.Series(ids, copy=False) if not isinstance(ids, pd.Series) else ids).any():
+            raise ValueError("IDs must not contain nulls")
+        kind = id_kind(ids) if len(ids) else "int"
+        values = _as_kind(ids, kind)
+        if kind == "int":
+            values = np.unique(values)
+        else:
+            values = pd.unique(values)
+            values = values[values.argsort(kind="stable")] if len(values) else values
+        self._kind = kind
+        self._ids = values
+        self._lookup = None
+
+    @classmethod
+    def _from_sorted_unique(cls, ids, kind: str) -> "Vocabulary":
+        """Wrap IDs already sorted and unique (no checks: internal fast path)."""
+        self = cls.__new__(cls)
+        self._kind = kind
+        self._ids = _as_kind(ids, kind)
+        self._lookup = None
+        return self
+
+    @classmethod
+    def from_unique_parts(cls, parts: Iterable) -> "Vocabulary":
+        """A vocabulary of the union of several arrays of IDs (e.g. the distinct IDs of each partition).
+
+        Raises
+        ------
+        TypeError
+            When the parts mix integer and string IDs.
+        """
+        parts = [p for p in parts if len(p)]
+        if not parts:
+            return cls()
+        kinds = {id_kind(p) for p in parts}
+        if len(kinds) > 1:
+            raise TypeError("IDs mix integers and strings across partitions; IDs of one vocabulary must be of one type")
+        kind = kinds.pop()
+        if kind == "int":
+            merged = np.unique(np.concatenate([_as_kind(p, kind) for p in parts]))
+        else:
+            merged = pd.unique(pd.array(np.concatenate([np.asarray(_as_kind(p, kind), dtype=object) for p in parts]),
+                                        dtype="str"))
+            merged = merged[merged.argsort(kind="stable")]
+        return cls._from_sorted_unique(merged, kind)
+
+    # -- basic properties -------------------------------------------------------------------
+    @property
+    def kind(self) -> str:
+        """``"int"`` or ``"str"``: the type of the IDs."""
+        return self._kind
+
+    @property
+    def ids(self) -> np.ndarray:
+        """The IDs in index order: ``int64`` for integer IDs, an object array of ``str`` otherwise."""
+        if self._kind == "int":
+            return self._ids
+        return np.asarray(self._ids, dtype=object)
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    @property
+    def size(self) -> int:
+        """Number of IDs."""
+        return len(self._ids)
+
+    def __contains__(self, value) -> bool:
+        try:
+            return bool(self.index([value], unknown="missing")[0] >= 0)
+        except TypeError:
+            return False
+
+    def __iter__(self):
+        return iter(self.ids.tolist())
+
+    def __eq__(self, other) -> bool:
+        if not isinstance(other, Vocabulary):
+            return NotImplemented
+        if self._kind != other._kind or len(self) != len(other):
+            return len(self) == len(other) == 0
+        return bool(np.array_equal(np.asarray(self._ids, dtype=object if self._kind == "str" else None),
+                                   np.asarray(other._ids, dtype=object if other._kind == "str" else None)))
+
+    __hash__ = None
+
+    def __repr__(self) -> str:
+        head = ", ".join(repr(v) for v in self.ids[:3].tolist())
+        more = ", ..." if len(self) > 3 else ""
+        return f"Vocabulary(n={len(self)}, kind={self._kind}, ids=[{head}{more}])"
+
+    def __getstate__(self):
+        return {"kind": self._kind, "ids": self._ids}
+
+    def __setstate__(self, state) -> None:
+        self._kind = state["kind"]
+        self._ids = state["ids"]
+        self._lookup = None
+
+    # -- lookups -----------------------------------------------------------------------------
+    def index(self, ids, unknown: str = "error"):
+        """Dense indices of ``ids``.
+
+        Parameters
+        ----------
+        ids : scalar or array-like
+            IDs of this vocabulary's kind.
+        unknown : {"error", "drop", "missing"}
+            What to do with IDs the vocabulary does not hold: raise :class:`UnknownIDError`
+            (naming a few and how many), leave them out of the result, or give them ``-1``.
+
+        Returns
+        -------
+        int or numpy.ndarray of int64
+            An int for a scalar (``-1`` when missing), else an array (shorter with ``"drop"``).
+        """
+        if unknown not in _UNKNOWN_POLICIES:
+            raise ValueError(f"unknown must be one of {', '.join(_UNKNOWN_POLICIES)}; got {unknown!r}")
+        scalar = np.ndim(ids) == 0 and not isinstance(ids, (list, tuple))
+        values = [ids] if scalar else ids
+        if hasattr(values, "to_numpy") and hasattr(values, "null_count"):  # pyarrow
+            values = values.to_pandas()
+        if not len(values):
+            return np.empty(0, dtype=np.int64)
+        codes = self._codes(values)
+        bad = codes < 0
+        if bad.any():
+            if unknown == "error":
+                arr = np.asarray(values, dtype=object)[bad]
+                shown = ", ".join(repr(v) for v in arr[:5].tolist())
+                more = f" (and {bad.sum() - 5} more)" if bad.sum() > 5 else ""
+                raise UnknownIDError(f"{int(bad.sum())} of {len(codes)} IDs are not in the vocabulary: {shown}{more}")
+            if unknown == "drop":
+                return codes[~bad]
+        if scalar and unknown != "drop":
+            return int(codes[0])
+        return codes
+
+    def _codes(self, values) -> np.ndarray:
+        """Indices of ``values`` with -1 for unknown ones (nulls are unknown)."""
+        n = len(self._ids)
+        if n == 0:
+            return np.full(len(values), -1, dtype=np.int64)
+        dtype = getattr(values, "dtype", None)
+        if dtype is None:
+            values = np.asarray(values, dtype=object) if isinstance(values, (list, tuple)) else np.asarray(values)
+            dtype = values.dtype
+        if self._kind == "int":
+            if isinstance(dtype, pd.CategoricalDtype):
+                values = np.asarray(values)
+                dtype = values.dtype
+            if pd.api.types.is_integer_dtype(dtype) and not isinstance(dtype, pd.api.extensions.ExtensionDtype):
+                arr = np.asarray(values).astype(np.int64, copy=False)
+                valid = None
+            else:
+                series = pd.Series(np.asarray(values, dtype=object) if dtype == object else values, copy=False)
+                if series.dtype == object:
+                    ok = series.map(lambda v: isinstance(v, (int, np.integer, float, np.floating))
+                                    and not isinstance(v, (bool, np.bool_))).to_numpy(dtype=bool)
+                    if (~ok & series.notna().to_numpy()).any():
+                        other = series[~ok & series.notna().to_numpy()].iloc[0]
+                        raise TypeError(f"this vocabulary holds integer IDs; got {type(other).__name__} {other!r}")
+                    series = pd.to_numeric(series.where(ok))
+                elif pd.api.types.is_string_dtype(series.dtype):
+                    raise TypeError(f"this vocabulary holds integer IDs; got strings such as {series.iloc[0]!r}")
+                num = series.to_numpy(dtype=np.float64, na_value=np.nan)
+                valid = np.isfinite(num) & (num == np.round(num))
+                arr = np.where(valid, num, 0).astype(np.int64)
+                if pd.api.types.is_integer_dtype(series.dtype):  # nullable ints: exact values
+                    arr = series.fillna(0).to_numpy(dtype=np.int64)
+            pos = np.searchsorted(self._ids, arr)
+            np.minimum(pos, n - 1, out=pos)
+            found = self._ids[pos] == arr
+            if valid is not None:
+                found &= valid
+            return np.where(found, pos, -1).astype(np.int64, copy=False)
+        # string IDs: hash lookup through a cached pandas Index
+        if self._lookup is None:
+            self._lookup = pd.Index(self._ids)
+        if pd.api.types.is_integer_dtype(dtype) or pd.api.types.is_float_dtype(dtype):
+            raise TypeError("this vocabulary holds string IDs; got numbers")
+        target = pd.array(np.asarray(values, dtype=object), dtype="str") if dtype == object else values
+        return self._lookup.get_indexer(target).astype(np.int64, copy=False)
+
+    def id_of(self, codes):
+        """Original IDs of dense indices ``codes`` (scalar in, scalar out).
+
+        Raises
+        ------
+        IndexError
+            For indices outside ``0 .. len-1`` (``-1`` included).
+        """
+        scalar = np.ndim(codes) == 0
+        arr = np.atleast_1d(np.asarray(codes))
+        if arr.size and arr.dtype.kind not in "iu":
+            if arr.dtype.kind == "f" and np.all(arr == np.round(arr)):
+                arr = arr.astype(np.int64)
+            else:
+                raise TypeError(f"indices must be integers; got dtype {arr.dtype}")
+        bad = (arr < 0) | (arr >= len(self))
+        if bad.any():
+            shown = ", ".join(str(v) for v in arr[bad][:5].tolist())
+            raise IndexError(f"{int(bad.sum())} indices out of range 0..{len(self) - 1}: {shown}")
+        out = self.ids[arr.astype(np.int64, copy=False)]
+        if scalar:
+            return out[0].item() if self._kind == "int" else out[0]
+        return out
+
+    # -- persistence -------------------------------------------------------------------------
+    def to_arrow(self):
+        """The IDs as a ``pyarrow.Array`` (``int64`` or ``string``) in index order."""
+        import pyarrow as pa
+
+        if self._kind == "int":
+            return pa.array(self._ids, type=pa.int64())
+        return pa.array(np.asarray(self._ids, dtype=object), type=pa.string())
+
+    def save(self, path) -> None:
+        """Write the vocabulary to a Parquet file (one column ``id``), atomically.
+
+        The file is written next to ``path`` under a temporary name and renamed into place.
+        """
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        path = Path(path)
+        table = pa.table({"id": self.to_arrow()})
+        table = table.replace_schema_metadata(
+            {_META_KEY: json.dumps({"kind": self._kind, "format_version": _FORMAT_VERSION}).encode()})
+        tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex}"
+        try:
+            pq.write_table(table, tmp)
+            os.replace(tmp, path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+
+    @classmethod
+    def load(cls, path) -> "Vocabulary":
+        """Read a vocabulary written by :meth:`save`.
+
+        Raises
+        ------
+        FileNotFoundError
+            When ``path`` does not exist.
+        ValueError
+            When the file has no ``id`` column or its IDs are not sorted and unique.
+        """
+        import pyarrow.parquet as pq
+
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"no vocabulary file at {path}")
+        table = pq.read_table(path)
+        if "id" not in table.column_names:
+            raise ValueError(f"{path} is not a vocabulary file: no 'id' column (columns: {table.column_names})")
+        meta = json.loads((table.schema.metadata or {}).get(_META_KEY, b"{}"))
+        column = table.column("id")
+        kind = meta.get("kind") or ("str" if str(column.type) in ("string", "large_string") else "int")
+        return cls._checked(column.to_numpy(zero_copy_only=False), kind, str(path))
+
+    @classmethod
+    def _checked(cls, ids, kind: str, where: str) -> "Vocabulary":
+        """Wrap stored IDs after checking they are sorted and unique."""
+        vocab = cls._from_sorted_unique(ids, kind)
+        v = vocab._ids
+        if len(v) > 1:
+            if kind == "int":
+                ok = bool((v[1:] > v[:-1]).all())
+            else:
+                import pyarrow as pa
+                import pyarrow.compute as pc
+
+                a = pa.array(np.asarray(v, dtype=object), type=pa.string())
+                ok = bool(pc.all(pc.greater(a[1:], a[:-1])).as_py())
+            if not ok:
+                raise ValueError(f"IDs stored in {where} are not sorted and unique")
+        return vocab
