@@ -15,7 +15,8 @@ users are drawn (seeded) among those for which the model has at least ``k`` cand
 
 Each measurement runs in its own subprocess: one warm-up call (numba compilation or cache load,
 cluster start), then ``--repeats`` timed calls, the best kept (other jobs share these cores).
-Throughput is users over the wall time of the best run. Peak memory is the growth of the
+Throughput is users over the wall time of the best run; since other jobs may share the cores,
+users per CPU-second (client process plus workers) is printed too. Peak memory is the growth of the
 resident set during a call (``VmHWM`` after resetting it via
 ``/proc/self/clear_refs``, minus ``VmRSS`` before; Linux), for the client process and, on the
 cluster, the largest over the workers. The model and the users' rows are loaded before measuring.
@@ -117,21 +118,27 @@ def _measure(kind: str, workdir: Path, k: int, block: int, repeats: int) -> dict
             return recommend_users((W1, W2), X, k=k, client=client, users_per_block=block)
 
     out = run()  # warm-up
-    times, cpu, growth, worker_growth = [], [], [], []
+    times, cpu, growth, worker_growth, worker_cpu = [], [], [], [], []
     for _ in range(repeats):
         before = reset_peak()
         if client is not None:
             w_before = client.run(reset_peak)
+            w_cpu = client.run(time.process_time)
         t, c = time.perf_counter(), time.process_time()
         out = run()
         times.append(time.perf_counter() - t)
         cpu.append(time.process_time() - c)
+        if client is not None:
+            w_cpu_after = client.run(time.process_time)
+            worker_cpu.append(sum(w_cpu_after[a] - w_cpu[a] for a in w_cpu))
         growth.append(peak_growth(before))
         if client is not None:
             w_after = client.run(peak_growth_of_worker, w_before)
             worker_growth.append(max(w_after.values()))
-    result.update(seconds=min(times), all_seconds=times, users_per_s=n / min(times),
-                  client_cpu_seconds=cpu[int(np.argmin(times))], client_peak_bytes=max(growth))
+    best = int(np.argmin(times))
+    result.update(seconds=times[best], all_seconds=times, users_per_s=n / times[best],
+                  cpu_seconds=cpu[best] + (worker_cpu[best] if worker_cpu else 0.0),
+                  client_peak_bytes=max(growth))
     if worker_growth:
         result["worker_peak_bytes"] = max(worker_growth)
     if kind in ("sansa", "kernel", "kernel-1t"):
@@ -267,18 +274,20 @@ def main(argv=None) -> None:
     ref = next((r for r in results if r["kind"] == "sansa"), None)
     print()
     print(f"k={args.k}, seen items excluded, {chosen.size:,} users, best of {args.repeats}")
-    print(f"{'method':<34} {'block':>6} {'users/s':>10} {'vs sansa':>9} {'client CPU s':>12} "
-          f"{'peak client':>12} {'peak worker':>12}")
+    print(f"{'method':<34} {'block':>6} {'users/s':>10} {'vs sansa':>9} {'CPU s':>7} {'users/CPU-s':>12} "
+          f"{'vs sansa':>9} {'peak client':>12} {'peak worker':>12}")
     names = {"sansa": "sansa 1.1.0 SANSA.recommend", "kernel-1t": "dask_rec recommend_block, 1 thread",
              "kernel": f"dask_rec recommend_block, {os.cpu_count()} thr",
              "in-process": "recommend_users in process", "cluster": "recommend_users 2-worker cluster"}
     for r in results:
+        per_cpu = r["users"] / r["cpu_seconds"]
         ratio = f"{r['users_per_s'] / ref['users_per_s']:.1f}x" if ref else "-"
+        cpu_ratio = f"{per_cpu / (ref['users'] / ref['cpu_seconds']):.1f}x" if ref else "-"
         print(f"{names[r['kind']]:<34} {r['block'] or '-':>6} {r['users_per_s']:>10,.0f} {ratio:>9} "
-              f"{r['client_cpu_seconds']:>12.2f} {_fmt_bytes(r['client_peak_bytes']):>12} "
+              f"{r['cpu_seconds']:>7.2f} {per_cpu:>12,.0f} {cpu_ratio:>9} {_fmt_bytes(r['client_peak_bytes']):>12} "
               f"{_fmt_bytes(r.get('worker_peak_bytes')):>12}")
-    print(f"(load average at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} cores;"
-          " client CPU s is the client process's CPU time of the best run)")
+    print(f"(load average at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} cores. "
+          "CPU s: CPU time of the best run, client process plus workers)")
     if agree is not None:
         print(f"\ntop-{args.k} ids identical to the reference's at {agree:.4%} of positions (ties aside)")
 

@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from dask_rec import store as _store
-from dask_rec.vocabulary import Vocabulary, id_kind
+from dask_rec.vocabulary import Vocabulary, id_kind, sorted_unique
 
 __all__ = ["ingest", "DUPLICATE_POLICIES"]
 
@@ -160,7 +160,8 @@ def _ids(series: pd.Series, col: str, keep: np.ndarray, spec: _Spec):
         return series.to_numpy(dtype=np.int64)
     if pd.api.types.is_float_dtype(dtype):
         arr = series.to_numpy(dtype=np.float64)
-        bad = arr != np.round(arr)
+        with np.errstate(invalid="ignore"):
+            bad = ~np.isfinite(arr) | (arr != np.round(arr)) | (np.abs(arr) >= 2.0**63)
         if bad.any():
             raise TypeError(f"{name} holds non-integral numbers, e.g. {float(arr[bad][0])!r}; "
                             "IDs must be integers or strings")
@@ -193,10 +194,9 @@ def _parse_ints(text):
     import pyarrow.compute as pc
 
     try:
-        arr = pa.array(np.asarray(text, dtype=object), type=pa.string()) if not hasattr(text, "_pa_array") else \
-            pa.chunked_array(text._pa_array).combine_chunks() if hasattr(text._pa_array, "chunks") else text._pa_array
-        return pc.cast(pc.utf8_trim_whitespace(arr), pa.int64()).to_numpy(zero_copy_only=False).astype(np.int64)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, TypeError):
+        arr = pa.array(text)  # zero-copy for pyarrow-backed strings (__arrow_array__)
+        return np.asarray(pc.cast(pc.utf8_trim_whitespace(arr), pa.int64()), dtype=np.int64)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, TypeError):
         return None
 
 
@@ -253,6 +253,8 @@ def _split_partition(df: pd.DataFrame, p: int, spec: _Spec, users: Vocabulary, i
     if (ucode < 0).any() or (icode < 0).any():
         raise RuntimeError("the source changed while it was being ingested (IDs unseen by the first pass)")
     bucket = np.searchsorted(bucket_bounds, ucode, side="right") - 1
+    if len(bucket_bounds) <= 2**15:  # numpy's stable sort is a radix sort for 16-bit keys
+        bucket = bucket.astype(np.int16)
     order = np.argsort(bucket, kind="stable")
     offsets = np.zeros(len(bucket_bounds), dtype=np.int64)
     np.cumsum(np.bincount(bucket, minlength=len(bucket_bounds) - 1), out=offsets[1:])
@@ -289,7 +291,7 @@ def dedup_entries(rows: np.ndarray, items: np.ndarray, values, ts, n_items: int,
     """
     key = rows.astype(np.int64) * n_items + items
     if values is None:
-        key = np.unique(key)
+        key = sorted_unique(key)
         return (key // n_items).astype(np.int32), (key % n_items).astype(items.dtype), None
     if duplicates == "last" and ts is not None:
         order = np.lexsort((ts, key))
@@ -673,7 +675,7 @@ class _Run:
 
         clock.lap("scan")
         # pass 2: split by bucket
-        n_workers = max(1, len(c.scheduler_info().get("workers", {})))
+        n_workers = max(1, len(c.nthreads()))
         total_rows = int(stats["valid_rows"])
         bucket_rows = int(dask.config.get("dask_rec.ingest.bucket-rows", default=DEFAULT_BUCKET_ROWS))
         n_target = max(math.ceil(total_rows / bucket_rows), min(2 * n_workers, math.ceil(total_rows / 200_000)))

@@ -7,15 +7,15 @@ The generative model:
 - **users** have heavy-tailed activity: lognormal with ``sigma = activity_sigma``, scaled so the
   log has about ``n_interactions`` rows (every user has at least one);
 - **taste groups** are planted: items and users are split evenly at random into ``n_groups``
-  groups; each of a user's draws comes with probability ``group_affinity`` from their group's
+  groups (see :func:`planted_groups`); each of a user's draws comes with probability ``group_affinity`` from their group's
   items (by popularity within the group), otherwise from all items (by popularity).
 
 Users in one group therefore share far more items than users of different groups, and an
 item-item model (EASE, SANSA) beats a popularity ranking on held-out items by a wide margin.
 Draws are with replacement, so a (user, item) pair can repeat (as in a real event log).
 
-The log is generated chunk by chunk (each chunk a contiguous range of users, about
-``rows_per_file`` rows) and each chunk is written as one Parquet file, so memory stays bounded by
+The log is generated chunk by chunk (each chunk a set of users spread over the whole ID range,
+about ``rows_per_file`` rows) and each chunk is written as one Parquet file, so memory stays bounded by
 one chunk plus per-user and per-item arrays. A given ``seed`` and set of parameters always
 gives the same log. Columns: ``user_id``, ``item_id``, ``timestamp`` (seconds, all int64).
 """
@@ -94,6 +94,9 @@ class _Model:
         totals = np.add.reduceat(w, self.group_start[:-1])
         within = np.cumsum(w) - np.repeat(np.cumsum(totals) - totals, np.diff(self.group_start))
         self.group_cdf = g + within / np.repeat(totals, np.diff(self.group_start))
+        # user IDs are a random permutation of the generation order, so every file holds users
+        # from all over the ID range (as a time-ordered log would)
+        self.user_ids = np.random.default_rng([seed, 14]).permutation(n_users).astype(np.int64)
         rng = np.random.default_rng([seed, 12])
         activity = rng.lognormal(0.0, activity_sigma, n_users)
         expected = activity / activity.sum() * n_interactions
@@ -105,7 +108,7 @@ class _Model:
         rng = np.random.default_rng([self.seed, 13, index])
         counts = self.counts[u0:u1]
         n = int(counts.sum())
-        users = np.repeat(np.arange(u0, u1, dtype=np.int64), counts)
+        users = np.repeat(self.user_ids[u0:u1], counts)
         items = np.empty(n, dtype=np.int64)
         from_group = rng.random(n) < self.affinity
         k = int(from_group.sum())

@@ -16,7 +16,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from .factorize import effective_density, submit_factorization
+from .factorize import effective_density, factor_budget, submit_factorization
 from .gramian import reduce_gramian, reduce_item_counts
 from .invert import invert_unit_lower
 
@@ -108,7 +108,7 @@ def fit_weights(source, config, executor, *, compute_gramian: bool = True, progr
 
     with stages.stage("invert") as wait_for:
         inverse_blocks, inverse_report = invert_unit_lower(
-            L, n_items, config.lower_triangle_inverter_config, target_nnz=int(factor_stats["L_nnz"]),
+            L, n_items, config.lower_triangle_inverter_config, target_nnz=factor_budget(density, n_items),
             executor=executor, logger=logger,
         )
         wait_for.extend(h for _, _, h in inverse_blocks)

@@ -21,7 +21,7 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-__all__ = ["Vocabulary", "UnknownIDError", "id_kind"]
+__all__ = ["Vocabulary", "UnknownIDError", "id_kind", "sorted_unique"]
 
 _UNKNOWN_POLICIES = ("error", "drop", "missing")
 _FORMAT_VERSION = 1
@@ -88,6 +88,14 @@ def id_kind(values, name: str = "IDs") -> str:
     raise TypeError(f"{name} must be integers or strings; got dtype {dtype}")
 
 
+def sorted_unique(values: np.ndarray) -> np.ndarray:
+    """Sorted distinct values of a numeric array (sort-based: numpy's hash-based ``unique`` is slow on int64)."""
+    values = np.sort(values)
+    if len(values) > 1:
+        values = values[np.concatenate([[True], values[1:] != values[:-1]])]
+    return values
+
+
 def _as_kind(values, kind: str, name: str = "IDs"):
     """``values`` as an int64 ndarray (kind ``int``) or a pandas ``str`` array (kind ``str``)."""
     if kind == "int":
@@ -99,6 +107,56 @@ def _as_kind(values, kind: str, name: str = "IDs"):
         return arr.astype(np.int64, copy=False)
     return pd.array(np.asarray(values, dtype=object), dtype="str") if not isinstance(
         getattr(values, "dtype", None), pd.StringDtype) else pd.array(values, dtype="str")
+
+
+_INT64_BOUND = 2.0**63
+
+
+def _int_lookup_values(values, dtype):
+    """``(int64 array, valid mask or None)`` of values looked up in an integer vocabulary.
+
+    Integers are taken exactly; whole floats are accepted; nulls, fractions and out-of-range
+    numbers are invalid (unknown). Strings or other objects raise ``TypeError``.
+    """
+    if isinstance(dtype, pd.CategoricalDtype):
+        values = np.asarray(values)
+        dtype = values.dtype
+    if pd.api.types.is_bool_dtype(dtype):
+        raise TypeError("this vocabulary holds integer IDs; got booleans")
+    if isinstance(dtype, np.dtype) and dtype.kind in "iu":
+        arr = np.asarray(values)
+        if dtype.kind == "u" and dtype.itemsize == 8:
+            valid = arr < 2**63
+            return np.where(valid, arr, 0).astype(np.int64), valid
+        return arr.astype(np.int64, copy=False), None
+    if pd.api.types.is_integer_dtype(dtype):  # nullable / arrow integers
+        series = pd.Series(values, copy=False)
+        return series.fillna(0).to_numpy(dtype=np.int64), series.notna().to_numpy()
+    if pd.api.types.is_float_dtype(dtype):
+        num = pd.Series(values, copy=False).to_numpy(dtype=np.float64, na_value=np.nan)
+        with np.errstate(invalid="ignore"):
+            valid = np.isfinite(num) & (num == np.round(num)) & (np.abs(num) < _INT64_BOUND)
+        return np.where(valid, num, 0).astype(np.int64), valid
+    if dtype == object:
+        objs = np.asarray(values, dtype=object)
+        arr = np.zeros(len(objs), dtype=np.int64)
+        valid = np.zeros(len(objs), dtype=bool)
+        for k, v in enumerate(objs):  # object input only (small, user-given lists)
+            if isinstance(v, (bool, np.bool_)):
+                raise TypeError("this vocabulary holds integer IDs; got booleans")
+            if isinstance(v, (int, np.integer)):
+                if -(2**63) <= v < 2**63:
+                    arr[k], valid[k] = v, True
+            elif isinstance(v, (float, np.floating)):
+                if np.isfinite(v) and v == round(v) and abs(v) < _INT64_BOUND:
+                    arr[k], valid[k] = int(v), True
+            elif v is not None and not pd.isna(v):
+                raise TypeError(f"this vocabulary holds integer IDs; got {type(v).__name__} {v!r}")
+        return arr, valid
+    if pd.api.types.is_string_dtype(dtype) or getattr(dtype, "kind", "") in "US":
+        first = next(iter(values), None)
+        raise TypeError(f"this vocabulary holds integer IDs; got strings such as {first!r}")
+    raise TypeError(f"this vocabulary holds integer IDs; got values of dtype {dtype}")
 
 
 class Vocabulary:
@@ -131,7 +189,7 @@ class Vocabulary:
         kind = id_kind(ids) if len(ids) else "int"
         values = _as_kind(ids, kind)
         if kind == "int":
-            values = np.unique(values)
+            values = sorted_unique(values)
         else:
             values = pd.unique(values)
             values = values[values.argsort(kind="stable")] if len(values) else values
@@ -165,7 +223,7 @@ class Vocabulary:
             raise TypeError("IDs mix integers and strings across partitions; IDs of one vocabulary must be of one type")
         kind = kinds.pop()
         if kind == "int":
-            merged = np.unique(np.concatenate([_as_kind(p, kind) for p in parts]))
+            merged = sorted_unique(np.concatenate([_as_kind(p, kind) for p in parts]))
         else:
             merged = pd.unique(pd.array(np.concatenate([np.asarray(_as_kind(p, kind), dtype=object) for p in parts]),
                                         dtype="str"))
@@ -274,34 +332,11 @@ class Vocabulary:
             values = np.asarray(values, dtype=object) if isinstance(values, (list, tuple)) else np.asarray(values)
             dtype = values.dtype
         if self._kind == "int":
-            if isinstance(dtype, pd.CategoricalDtype):
-                values = np.asarray(values)
-                dtype = values.dtype
-            if pd.api.types.is_integer_dtype(dtype) and not isinstance(dtype, pd.api.extensions.ExtensionDtype):
-                arr = np.asarray(values).astype(np.int64, copy=False)
-                valid = None
-            else:
-                series = pd.Series(np.asarray(values, dtype=object) if dtype == object else values, copy=False)
-                if series.dtype == object:
-                    ok = series.map(lambda v: isinstance(v, (int, np.integer, float, np.floating))
-                                    and not isinstance(v, (bool, np.bool_))).to_numpy(dtype=bool)
-                    if (~ok & series.notna().to_numpy()).any():
-                        other = series[~ok & series.notna().to_numpy()].iloc[0]
-                        raise TypeError(f"this vocabulary holds integer IDs; got {type(other).__name__} {other!r}")
-                    series = pd.to_numeric(series.where(ok))
-                elif pd.api.types.is_string_dtype(series.dtype):
-                    raise TypeError(f"this vocabulary holds integer IDs; got strings such as {series.iloc[0]!r}")
-                num = series.to_numpy(dtype=np.float64, na_value=np.nan)
-                valid = np.isfinite(num) & (num == np.round(num))
-                arr = np.where(valid, num, 0).astype(np.int64)
-                if pd.api.types.is_integer_dtype(series.dtype):  # nullable ints: exact values
-                    arr = series.fillna(0).to_numpy(dtype=np.int64)
-            pos = np.searchsorted(self._ids, arr)
-            np.minimum(pos, n - 1, out=pos)
-            found = self._ids[pos] == arr
+            arr, valid = _int_lookup_values(values, dtype)
+            codes = self._int_codes(arr)
             if valid is not None:
-                found &= valid
-            return np.where(found, pos, -1).astype(np.int64, copy=False)
+                codes[~valid] = -1
+            return codes
         # string IDs: hash lookup through a cached pandas Index
         if self._lookup is None:
             self._lookup = pd.Index(self._ids)
@@ -309,6 +344,25 @@ class Vocabulary:
             raise TypeError("this vocabulary holds string IDs; got numbers")
         target = pd.array(np.asarray(values, dtype=object), dtype="str") if dtype == object else values
         return self._lookup.get_indexer(target).astype(np.int64, copy=False)
+
+    def _int_codes(self, arr: np.ndarray) -> np.ndarray:
+        """Codes of int64 ``arr`` (-1 when unknown): a lookup table when the IDs are dense enough."""
+        n = len(self._ids)
+        lo, hi = int(self._ids[0]), int(self._ids[-1])
+        span = hi - lo + 1
+        if span <= max(4 * n, 1 << 20):
+            if self._lookup is None:
+                lut = np.full(span, -1, dtype=np.int32 if n < 2**31 else np.int64)
+                lut[self._ids - lo] = np.arange(n)
+                self._lookup = lut
+            offset = arr - lo
+            inside = (arr >= lo) & (arr <= hi)
+            codes = self._lookup[np.where(inside, offset, 0)].astype(np.int64)
+            codes[~inside] = -1
+            return codes
+        pos = np.searchsorted(self._ids, arr)
+        np.minimum(pos, n - 1, out=pos)
+        return np.where(self._ids[pos] == arr, pos, -1).astype(np.int64, copy=False)
 
     def id_of(self, codes):
         """Original IDs of dense indices ``codes`` (scalar in, scalar out).

@@ -10,8 +10,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import scipy.sparse as sp
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from dask_rec.ingest import ingest
+from dask_rec.ingest import dedup_entries, ingest
 from dask_rec.store import open_store
 from dask_rec.synthetic import make_interactions
 from dask_rec.vocabulary import Vocabulary
@@ -100,9 +102,9 @@ def test_dataset_values_round_trip(tmp_path, dataset_path, load_dataset, local_c
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["gowalla", "amazon-book-kgat"])
-def test_large_dataset_round_trip(tmp_path, dataset_path, load_dataset, client, name):
+def test_large_dataset_round_trip(tmp_path, dataset_path, load_dataset, local_client, name):
     df = load_dataset(name)
-    s = ingest(dataset_path(name), tmp_path / "s.zarr", client=client)
+    s = ingest(dataset_path(name), tmp_path / "s.zarr", client=local_client)
     assert_store_matches(s, *reference(df))
 
 
@@ -146,6 +148,36 @@ def test_binarize_with_value_column(tmp_path, local_client, log_with_duplicates)
     s = ingest(log_with_duplicates, tmp_path / "s.zarr", value_col="rating", binarize=True, client=local_client)
     assert_store_matches(s, *reference(log_with_duplicates))
     assert s.metadata["values"]["binarized"] is True
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 4), st.integers(0, 5), st.integers(0, 8), st.integers(0, 3)), max_size=40),
+       st.sampled_from(["sum", "max", "last", "binarize"]), st.booleans())
+def test_dedup_kernel_matches_python(entries, duplicates, with_ts):
+    """The vectorised duplicate merge against an obviously-correct dict-based twin."""
+    rows = np.array([e[0] for e in entries], dtype=np.int32)
+    items = np.array([e[1] for e in entries], dtype=np.int32)
+    values = np.array([e[2] / 2 for e in entries], dtype=np.float64)
+    ts = np.array([e[3] for e in entries], dtype=np.int64) if with_ts else None
+    expected = {}
+    for k, (r, i, v, t) in enumerate(entries):
+        v = v / 2
+        order = (t if with_ts else 0, k)
+        if (r, i) not in expected:
+            expected[(r, i)] = (v, order)
+        elif duplicates == "sum":
+            expected[(r, i)] = (expected[(r, i)][0] + v, order)
+        elif duplicates == "max":
+            expected[(r, i)] = (max(expected[(r, i)][0], v), order)
+        elif duplicates == "last" and order >= expected[(r, i)][1]:
+            expected[(r, i)] = (v, order)
+    got_r, got_i, got_v = dedup_entries(rows, items, None if duplicates == "binarize" else values,
+                                        ts if duplicates == "last" else None, 6, duplicates)
+    keys = sorted(expected)
+    assert list(zip(got_r.tolist(), got_i.tolist())) == keys
+    if duplicates != "binarize":
+        assert got_v.dtype == np.float32
+        assert got_v.tolist() == [np.float32(expected[k][0]) for k in keys]
 
 
 # ---------------------------------------------------------------------------------------------

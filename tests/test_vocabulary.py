@@ -177,3 +177,22 @@ def test_save_load_property(tmp_path_factory, ids):
     v = Vocabulary(ids)
     v.save(path)
     assert Vocabulary.load(path) == v
+
+
+def test_large_int_ids_are_exact():
+    big = [2**62 + 1, 2**62 + 2, 2**63 - 1, -(2**63)]
+    v = Vocabulary(big)
+    assert v.index(big).tolist() == [1, 2, 3, 0]  # a list of Python ints: no float rounding
+    assert v.index([2**62 + 3, 2**64], unknown="missing").tolist() == [-1, -1]
+    assert v.index(np.array([2**63], dtype=np.uint64), unknown="missing").tolist() == [-1]
+
+
+def test_dense_and_sparse_int_lookups_agree(rng):
+    dense = rng.choice(10_000, 5_000, replace=False)
+    sparse = dense.astype(np.int64) * 10**12
+    probe = rng.integers(-5, 10_010, 2_000)
+    for ids, values in ((dense, probe), (sparse, probe.astype(np.int64) * 10**12)):
+        v = Vocabulary(ids)
+        codes = v.index(values, unknown="missing")
+        expected = np.array([np.searchsorted(v.ids, x) if x in set(ids.tolist()) else -1 for x in values])
+        assert np.array_equal(codes, expected)
