@@ -5,7 +5,7 @@ LocalCluster whose per-worker memory limit is below the log's in-memory size, sa
 worker's resident memory while it runs, and compares rows/s with a plain pandas -> scipy build
 on a size that baseline can hold in memory (run in a child process so its peak memory is its own).
 
-Full size (about 10 minutes on 2 cores)::
+Full size (about 3 minutes on 2 cores, half of it generating the log; ``--keep`` reuses it)::
 
     python benchmarks/bench_ingest.py --interactions 100000000 --memory-limit 1GiB
 
@@ -35,6 +35,7 @@ def parse_args(argv=None):
     p.add_argument("--interactions", type=int, default=100_000_000, help="rows of the synthetic log")
     p.add_argument("--users", type=int, default=None, help="default: interactions / 50")
     p.add_argument("--items", type=int, default=None, help="default: interactions / 250, at most 1,000,000")
+    p.add_argument("--groups", type=int, default=None, help="planted taste groups (default: items / 100)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workdir", default=None, help="where the log and the store go (default: a temp dir)")
     p.add_argument("--keep", action="store_true", help="keep the work dir (the log is reused by later runs)")
@@ -86,17 +87,20 @@ class WorkerMemory:
 
 
 def generate(workdir: Path, args) -> tuple[Path, dict]:
-    from dask_rec.synthetic import generate_interactions, read_generator_info
+    from dask_rec.synthetic import _default_groups, generate_interactions, read_generator_info
 
     path = workdir / "log"
-    wanted = {"n_users": args.users, "n_items": args.items, "n_interactions": args.interactions, "seed": args.seed}
+    groups = args.groups or _default_groups(args.items)
+    wanted = {"n_users": args.users, "n_items": args.items, "n_interactions": args.interactions, "seed": args.seed,
+              "n_groups": groups}
     if (path / "_generator.json").exists():
         info = read_generator_info(path)
         if all(info.get(k) == v for k, v in wanted.items()):
             print(f"reusing {path} ({info['rows']:,} rows)")
             return path, info
     t = time.perf_counter()
-    generate_interactions(path, args.users, args.items, args.interactions, seed=args.seed, overwrite=True)
+    generate_interactions(path, args.users, args.items, args.interactions, n_groups=groups, seed=args.seed,
+                          overwrite=True)
     info = read_generator_info(path)
     print(f"generated {info['rows']:,} rows in {info['files']} files in {time.perf_counter() - t:.1f} s")
     return path, info
@@ -164,7 +168,11 @@ def ingest_on_cluster(log: Path, out: Path, args) -> dict:
 
 
 def main(argv=None) -> int:
+    import logging
+
     args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+    logging.getLogger("dask_rec").setLevel(logging.INFO)  # per-pass timings of the ingest
     args.users = args.users or max(1, args.interactions // 50)
     args.items = args.items or max(1, min(1_000_000, args.interactions // 250))
     workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="bench-ingest-"))
@@ -197,7 +205,7 @@ def main(argv=None) -> int:
             b = baseline(log, min(args.baseline_rows, rows))
             print(f"pandas -> scipy baseline: {b['rows']:,} rows in {b['seconds']:.1f} s = "
                   f"{b['rows'] / b['seconds']:,.0f} rows/s in one process, peak RSS {b['peak_rss'] / gib:.2f} GiB "
-                  f"(~{b['peak_rss'] / b['rows'] * rows / gib:.1f} GiB extrapolated to {rows:,} rows)")
+                  f"(~{b['peak_rss'] / b['rows'] * rows / gib:.1f} GiB at {rows:,} rows, extrapolated linearly)")
             results["baseline"] = b
         (workdir / "results.json").write_text(json.dumps(results, indent=2, default=int))
         print(f"results: {workdir / 'results.json'}")

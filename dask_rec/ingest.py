@@ -205,8 +205,17 @@ def _kind_of(ids) -> str:
 
 
 def _scan_partition(df: pd.DataFrame, spec: _Spec) -> dict:
-    """Pass 1 on one partition: counts per user, distinct items, ID kinds and drop counts."""
-    users, items, _, _, stats = _clean(df, spec)
+    """Pass 1 on one partition: counts per user, distinct items, ID kinds and drop counts.
+
+    An input error (bad IDs or values) is returned rather than raised, so the client re-raises
+    it as is, without a worker traceback in the cluster's log.
+    """
+    try:
+        users, items, _, _, stats = _clean(df, spec)
+    except (ValueError, TypeError) as exc:
+        import traceback
+
+        return {"error": exc, "traceback": traceback.format_exc()}
     stats["valid_rows"] = int(len(users))
     return {
         "stats": stats,
@@ -219,6 +228,9 @@ def _scan_partition(df: pd.DataFrame, spec: _Spec) -> dict:
 
 def _merge_scans(scans: list) -> dict:
     """Tree-reduction step of pass 1 (associative)."""
+    for s in scans:
+        if "error" in s:
+            return s
     stats = {}
     kinds: dict = {}
     for s in scans:
@@ -645,7 +657,7 @@ class _Run:
         clock = _Clock()
         # pass 1: scan
         scans = self._track(c.compute([dask.delayed(_scan_partition)(p, spec) for p in parts]))
-        merged = c.gather(_tree_reduce(c, _merge_scans, scans, self))
+        merged = _raise_input_error(c.gather(_tree_reduce(c, _merge_scans, scans, self)))
         del scans
         self._stage_done()
         stats = merged["stats"]
@@ -658,7 +670,7 @@ class _Run:
             kinds = {col: ("int" if k == {"int"} else "str") for col, k in merged["kinds"].items()}
             spec = replace(spec, kinds=kinds)
             scans = self._track(c.compute([dask.delayed(_scan_partition)(p, spec) for p in parts]))
-            merged = c.gather(_tree_reduce(c, _merge_scans, scans, self))
+            merged = _raise_input_error(c.gather(_tree_reduce(c, _merge_scans, scans, self)))
             del scans
             self._stage_done()
         spec = replace(spec, kinds={col: (sorted(k)[0] if k else "int") for col, k in merged["kinds"].items()})
@@ -790,6 +802,13 @@ class _Run:
         logger.info("ingest passes: %s", clock)
         self.futures.clear()
         return {"n_users": n_users_out, "n_items": n_items_out, "nnz": nnz}
+
+
+def _raise_input_error(merged: dict) -> dict:
+    if "error" in merged:
+        logger.debug("input error found by a worker:\n%s", merged.get("traceback", ""))
+        raise merged["error"]
+    return merged
 
 
 class _Clock:

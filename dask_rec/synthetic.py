@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["generate_interactions", "make_interactions", "planted_groups"]
+__all__ = ["generate_interactions", "make_interactions", "planted_groups", "read_generator_info"]
 
 DEFAULT_ROWS_PER_FILE = 2_000_000
 _START_TIME = 1_500_000_000
@@ -36,7 +36,7 @@ _TIME_SPAN = 3 * 365 * 24 * 3600
 
 
 def _default_groups(n_items: int) -> int:
-    return int(max(2, min(500, n_items // 50)))
+    return int(max(2, min(1000, n_items // 100)))
 
 
 def _check(n_users, n_items, n_interactions, n_groups, group_affinity, popularity_exponent, activity_sigma,
@@ -170,7 +170,8 @@ def generate_interactions(path, n_users: int, n_items: int, n_interactions: int,
     n_interactions : int
         Approximate number of rows.
     n_groups : int, optional
-        Number of planted taste groups (default ``max(2, min(500, n_items // 50))``).
+        Number of planted taste groups (default ``max(2, min(1000, n_items // 100))``: about
+        100 items per group).
     group_affinity : float
         Probability that a draw comes from the user's group rather than from all items.
     popularity_exponent : float

@@ -194,5 +194,6 @@ def test_dense_and_sparse_int_lookups_agree(rng):
     for ids, values in ((dense, probe), (sparse, probe.astype(np.int64) * 10**12)):
         v = Vocabulary(ids)
         codes = v.index(values, unknown="missing")
-        expected = np.array([np.searchsorted(v.ids, x) if x in set(ids.tolist()) else -1 for x in values])
+        known = set(ids.tolist())
+        expected = np.array([np.searchsorted(v.ids, x) if x in known else -1 for x in values.tolist()])
         assert np.array_equal(codes, expected)

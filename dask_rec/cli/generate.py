@@ -16,7 +16,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--items", type=int, default=20_000, help="number of items (default: %(default)s)")
     p.add_argument("--interactions", type=int, default=5_000_000,
                    help="approximate number of rows (default: %(default)s)")
-    p.add_argument("--groups", type=int, default=None, help="planted taste groups (default: items/50, 2..500)")
+    p.add_argument("--groups", type=int, default=None, help="planted taste groups (default: items/100, 2..1000)")
     p.add_argument("--affinity", type=float, default=0.7,
                    help="probability a draw comes from the user's group (default: %(default)s)")
     p.add_argument("--rows-per-file", type=int, default=2_000_000, help="rows per file (default: %(default)s)")

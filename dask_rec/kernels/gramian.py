@@ -214,8 +214,11 @@ def gramian_row_norms(G) -> np.ndarray:
     if not G.has_canonical_format:
         G = G.copy()
         G.sum_duplicates()
-    rows = np.repeat(np.arange(G.shape[0]), np.diff(G.indptr))
-    sums = np.bincount(rows, weights=np.square(G.data, dtype=np.float64), minlength=G.shape[0])
+    sums = np.zeros(G.shape[0], dtype=np.float64)
+    filled = np.diff(G.indptr) > 0
+    if G.nnz:
+        sq = np.square(G.data, dtype=np.float64)
+        sums[filled] = np.add.reduceat(sq, G.indptr[:-1][filled])
     return np.sqrt(sums)
 
 
@@ -247,37 +250,32 @@ def scale_symmetric(G, s, col_start: int | None = None) -> sp.csr_matrix:
     """``diag(s)·G·diag(s)`` (equals ``X̃ᵀX̃`` with ``X̃ = X·diag(s)``), canonical float64 CSR.
 
     For a column block ``G[:, a:a+w]`` of the square matrix pass ``col_start=a``: column ``j`` of
-    the block is scaled by ``s[a + j]``.
+    the block is scaled by ``s[a + j]``. Temporary memory: one float64 per stored entry.
     """
     s = np.asarray(s, dtype=np.float64)
     G = sp.csr_matrix(G, dtype=np.float64, copy=True)
     off = _col_offset(G, s.shape[0], col_start)
-    rows = np.repeat(np.arange(G.shape[0]), np.diff(G.indptr))
-    G.data *= s[rows] * s[off + G.indices]
+    G.data *= np.repeat(s, np.diff(G.indptr))
+    G.data *= s[off : off + G.shape[1]][G.indices]
     return G
 
 
 def regularize(G, l2: float, col_start: int | None = None) -> sp.csr_matrix:
     """``G + l2·I`` as canonical float64 CSR (adds diagonal entries that ``G`` lacks).
 
-    For a column block ``G[:, a:a+w]`` pass ``col_start=a``: ``l2`` lands on global diagonal.
+    For a column block ``G[:, a:a+w]`` pass ``col_start=a``: ``l2`` lands on the global diagonal.
     """
     G = sp.csr_matrix(G, dtype=np.float64)
     if not G.has_canonical_format:
         G = G.copy()
         G.sum_duplicates()
     off = _col_offset(G, G.shape[0], col_start)
-    w = G.shape[1]
-    rows = np.repeat(np.arange(G.shape[0]), np.diff(G.indptr))
-    on_diag = G.indices == rows - off
-    if int(on_diag.sum()) == w:  # every diagonal entry is stored: shift in place
-        out = G.copy()
-        out.data[on_diag] += l2
-        return out
-    eye = sp.csr_matrix(
-        (np.full(w, float(l2)), np.arange(w), np.concatenate([np.zeros(off + 1, np.int64), np.arange(1, w + 1), np.full(G.shape[0] - off - w, w)])),
-        shape=G.shape,
-    )
-    out = G + eye
-    out.sum_duplicates()
+    n, w = G.shape
+    indptr = np.zeros(n + 1, dtype=np.int64)
+    indptr[off + 1 : off + w + 1] = np.arange(1, w + 1)
+    indptr[off + w + 1 :] = w
+    eye = sp.csr_matrix((np.full(w, float(l2)), np.arange(w), indptr), shape=G.shape)
+    out = G + eye  # merge of two canonical matrices: canonical, linear time
+    if not out.has_canonical_format:
+        out.sum_duplicates()
     return out

@@ -59,6 +59,12 @@ def _kernels():
         """One attempt. Returns (failed_column or -1, lptr, lind, lval, pivots).
 
         ``lptr/lind/lval``: strictly lower part of L̂ (CSC, rows sorted); ``pivots = diag(L̂)²``.
+
+        The work vector ``w`` is all zeros between columns, and a row joins the column's pattern
+        list when it is touched while ``w[i] == 0`` — so the hot update loop touches one random
+        location (``w[i]``) per multiply-add, not two. A row whose sum returns to exactly zero
+        and is touched again is listed twice; the ``mark`` pass after the updates drops repeats
+        (and the list is compacted the same way should it ever fill up).
         """
         off_budget = max_nnz - n  # int64; >= 0 checked by the caller
         cap = min(max(cap0, 1), max(off_budget, 1))
@@ -71,11 +77,13 @@ def _kernels():
             dd[i] = diag[i] + shift
         w = np.zeros(n, dtype=np.float64)
         mark = np.full(n, -1, dtype=np.int64)
-        pat = np.empty(n, dtype=np.int64)
+        pat_cap = 2 * n + 1
+        pat = np.empty(pat_cap, dtype=np.int64)
         head = np.full(n, -1, dtype=np.int64)
         nxt = np.full(n, -1, dtype=np.int64)
         pos = np.zeros(n, dtype=np.int64)
         mags = np.empty(n, dtype=np.float64)
+        vals = np.empty(n, dtype=np.float64)
         rows = np.empty(n, dtype=np.int64)
         off = 0  # stored off-diagonal entries so far
         for j in range(n):
@@ -84,9 +92,7 @@ def _kernels():
             for p in range(aptr[j], aptr[j + 1]):
                 i = aind[p]
                 if i > j:
-                    if mark[i] != j:
-                        mark[i] = j
-                        w[i] = 0.0
+                    if w[i] == 0.0:
                         pat[m] = i
                         m += 1
                     w[i] += aval[p]
@@ -98,14 +104,23 @@ def _kernels():
                 p0 = pos[k]  # lind[p0] == j
                 ljk = lval[p0]
                 end = lptr[k + 1]
-                for p in range(p0 + 1, end):
+                if m + (end - p0) > pat_cap:  # rare: drop repeated rows from the list
+                    mm = 0
+                    for t in range(m):
+                        i = pat[t]
+                        if mark[i] != j:
+                            mark[i] = j
+                            pat[mm] = i
+                            mm += 1
+                    m = mm
+                    for t in range(m):
+                        mark[pat[t]] = -1
+                for p in range(p0 + 1, end):  # the hot loop: branch-free
                     i = lind[p]
-                    if mark[i] != j:
-                        mark[i] = j
-                        w[i] = 0.0
-                        pat[m] = i
-                        m += 1
-                    w[i] -= lval[p] * ljk
+                    wi = w[i]
+                    pat[m] = i
+                    m += wi == 0.0
+                    w[i] = wi - lval[p] * ljk
                 if p0 + 1 < end:
                     pos[k] = p0 + 1
                     r = lind[p0 + 1]
@@ -118,16 +133,20 @@ def _kernels():
                 return j, lptr, lind[:0], lval[:0], pivots
             pivots[j] = pivot
             ljj = np.sqrt(pivot)
-            # 4. scale; every computed entry updates the diagonal of its row
+            # 4. scale; every computed entry updates the diagonal of its row; clear w
             nz = 0
             for t in range(m):
                 i = pat[t]
+                if mark[i] == j:  # listed twice
+                    continue
+                mark[i] = j
                 v = w[i] / ljj
+                w[i] = 0.0
                 dd[i] -= v * v
                 if v != 0.0:
                     rows[nz] = i
+                    vals[nz] = v
                     mags[nz] = abs(v)
-                    w[i] = v
                     nz += 1
             # 5. keep the budget_j largest (ties: smaller row first)
             budget = (off_budget - off) // (n - j)
@@ -149,11 +168,12 @@ def _kernels():
                             tie_rows[nt] = rows[t]
                             nt += 1
                     tie_rows = np.sort(tie_rows[:nt])
-                    cut_row = tie_rows[ties_needed - 1] if ties_needed > 0 else -1
+                    cut_row = tie_rows[ties_needed - 1]
                     c = 0
                     for t in range(nz):
                         if mags[t] > thr or (mags[t] == thr and rows[t] <= cut_row):
                             rows[c] = rows[t]
+                            vals[c] = vals[t]
                             c += 1
             # 6. store column j (rows sorted) and queue it under its first row
             start = lptr[j]
@@ -166,13 +186,12 @@ def _kernels():
                     grown_val[:start] = lval[:start]
                     lind = grown_ind
                     lval = grown_val
-                kept = np.sort(rows[:keep])
+                order = np.argsort(rows[:keep])
                 for t in range(keep):
-                    i = kept[t]
-                    lind[start + t] = i
-                    lval[start + t] = w[i]
+                    lind[start + t] = rows[order[t]]
+                    lval[start + t] = vals[order[t]]
                 pos[j] = start
-                r = kept[0]
+                r = lind[start]
                 nxt[j] = head[r]
                 head[r] = j
             off += keep

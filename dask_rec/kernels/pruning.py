@@ -140,8 +140,8 @@ def prune_to_nnz(matrix, nnz: int, protect_diagonal: bool = False, col_offset: i
 
 
 def _filter_entries(matrix: sp.csc_matrix, keep: np.ndarray) -> sp.csc_matrix:
-    counts = np.add.reduceat(keep.astype(np.int64), matrix.indptr[:-1]) if matrix.nnz else np.zeros(matrix.shape[1], np.int64)
-    counts[np.diff(matrix.indptr) == 0] = 0  # reduceat quirk on empty columns
+    cols = np.repeat(np.arange(matrix.shape[1], dtype=np.int64), np.diff(matrix.indptr))
+    counts = np.bincount(cols[keep], minlength=matrix.shape[1])
     indptr = np.zeros(matrix.shape[1] + 1, dtype=np.int64)
     np.cumsum(counts, out=indptr[1:])
     out = sp.csc_matrix((matrix.data[keep], matrix.indices[keep], indptr), shape=matrix.shape)

@@ -54,7 +54,7 @@ _NEG_INF = np.float32(-np.inf)
 
 
 # --------------------------------------------------------------------------------------------
-# numba building blocks: a bounded "worst at the root" heap and a sparse-accumulator row score
+# numba building blocks: a bounded "worst at the root" heap, the latent row and the scatter
 # --------------------------------------------------------------------------------------------
 
 
