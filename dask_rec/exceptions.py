@@ -1,7 +1,15 @@
 """Warnings and errors dask_rec raises on purpose."""
 
-__all__ = ["DaskRecWarning"]
+__all__ = ["DaskRecWarning", "InsufficientMemoryError"]
 
 
 class DaskRecWarning(UserWarning):
     """A warning about a dask_rec input or setting (turned into an error in our test suite)."""
+
+
+class InsufficientMemoryError(MemoryError):
+    """The factorization needs more memory than the worker it would run on has.
+
+    The message names the ``bigmem`` worker resource: start one worker with enough memory as
+    ``dask worker --resources bigmem=1 --memory-limit ...``.
+    """

@@ -111,6 +111,38 @@ def factorize_gramian(gramian_blocks, *, l2: float, density: float, factorizer_c
     return Factor(L=L, d=np.asarray(d, dtype=np.float64), p=np.asarray(p, dtype=np.int64), stats=stats)
 
 
+def factorization_memory_estimate(gramian_nnz: int, n_items: int, density: float) -> int:
+    """Bytes the factorization task needs at its peak, roughly (for a clear error up front).
+
+    The Gramian is held in a few CSR/CSC copies (scaled, regularised, permuted: 12 bytes an entry
+    each, about three alive at once) and the factor's budget twice (working arrays and result).
+    """
+    return int(3 * 12 * gramian_nnz + 2 * 16 * factor_budget(density, n_items) + 64 * n_items)
+
+
+def check_factorization_memory(executor, gramian_nnz: int, n_items: int, density: float) -> None:
+    """Fail fast, naming the ``bigmem`` resource, when no worker is big enough to factorize."""
+    from .exceptions import InsufficientMemoryError
+    from .executor import BIGMEM_RESOURCE
+
+    client = executor.client
+    if client is None:
+        return
+    workers = client.scheduler_info().get("workers", {}).values()
+    candidates = [w for w in workers if BIGMEM_RESOURCE in (w.get("resources") or {})] or list(workers)
+    limits = [w.get("memory_limit") or 0 for w in candidates]
+    if not limits or any(limit == 0 for limit in limits):  # 0: no limit set
+        return
+    need = factorization_memory_estimate(gramian_nnz, n_items, density)
+    if max(limits) < need:
+        raise InsufficientMemoryError(
+            f"the factorization of {n_items} items (Gramian with {gramian_nnz} non-zeros) needs about "
+            f"{need / 2**30:.2f} GiB, but the largest eligible worker has a memory limit of {max(limits) / 2**30:.2f} GiB. "
+            f"Start a worker with more memory and the '{BIGMEM_RESOURCE}' resource "
+            f"(dask worker --resources {BIGMEM_RESOURCE}=1 --memory-limit ...), or lower weight_matrix_density."
+        )
+
+
 def submit_factorization(executor, gramian_handles: list, *, l2, density, factorizer_config, item_counts_handle=None,
                          X_handles=None):
     """Run :func:`factorize_gramian` as one task on the big-memory worker; returns its handle."""

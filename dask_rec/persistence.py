@@ -37,7 +37,7 @@ class atomic_directory:
     """
 
     def __init__(self, path, *, overwrite: bool = False, what: str = "output"):
-        self.path = Path(path)
+        self.path = Path(path).absolute()  # workers may run in another directory
         self.overwrite = overwrite
         self.what = what
         self.tmp = self.path.parent / f".{self.path.name}.tmp-{uuid.uuid4().hex[:8]}"

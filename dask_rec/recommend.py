@@ -421,7 +421,7 @@ def _plan_frame(frame, users, item_vocab, unknown, n_items, users_per_block, use
 
 
 def _prepare_output(output, overwrite: bool) -> tuple[Path, Path]:
-    path = Path(output)
+    path = Path(output).absolute()  # workers may run in another directory
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)

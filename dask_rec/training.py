@@ -16,7 +16,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from .factorize import effective_density, factor_budget, submit_factorization
+from .factorize import check_factorization_memory, effective_density, factor_budget, submit_factorization
 from .gramian import reduce_gramian, reduce_item_counts
 from .invert import invert_unit_lower
 
@@ -91,6 +91,8 @@ def fit_weights(source, config, executor, *, compute_gramian: bool = True, progr
         gramian_handles = [h for _, _, h in gramian]
         wait_for.extend(gramian_handles + [counts])
 
+    gramian_nnz = sum(executor.gather(executor.map(_nnz, gramian_handles, key="gramian-nnz")))
+    check_factorization_memory(executor, gramian_nnz, n_items, density)
     with stages.stage("factorize") as wait_for:
         needs_x = compute_gramian and fconf.reordering_method == "colamd"
         factor = submit_factorization(
@@ -98,6 +100,7 @@ def fit_weights(source, config, executor, *, compute_gramian: bool = True, progr
             item_counts_handle=counts, X_handles=blocks if needs_x else None,
         )
         wait_for.append(factor)
+    _raise_if_killed(executor, factor, gramian_nnz, n_items, density)
     executor.release(*gramian_handles, *blocks)
     del gramian_handles, blocks, gramian
 
@@ -137,6 +140,33 @@ def _stack_rows(blocks):
     import scipy.sparse as sp
 
     return sp.vstack(blocks, format="csr").astype("float64")
+
+
+def _raise_if_killed(executor, factor, gramian_nnz, n_items, density) -> None:
+    """Turn a factorization task that kept killing its workers into a clear memory error."""
+    if executor.client is None:
+        return
+    from distributed import KilledWorker
+
+    from .exceptions import InsufficientMemoryError
+    from .executor import BIGMEM_RESOURCE
+    from .factorize import factorization_memory_estimate
+
+    try:
+        executor.wait([factor])
+        if factor.status == "error":
+            factor.result()
+    except KilledWorker as exc:
+        need = factorization_memory_estimate(gramian_nnz, n_items, density)
+        raise InsufficientMemoryError(
+            f"the factorization task killed its worker(s) ({exc}); it needs about {need / 2**30:.2f} GiB. "
+            f"Run one worker with enough memory and the '{BIGMEM_RESOURCE}' resource "
+            f"(dask worker --resources {BIGMEM_RESOURCE}=1 --memory-limit ...)."
+        ) from exc
+
+
+def _nnz(matrix) -> int:
+    return int(matrix.nnz)
 
 
 def _diagonal(matrix):

@@ -6,7 +6,8 @@ Gramian ``Xbᵀ·Xb``; the Gramian of the whole matrix is the sum over row block
 hold a whole Gramian, :func:`block_gramian` also computes one column block ``XbᵀXb[:, a:b]``.
 
 Everything returned is a canonical ``scipy.sparse.csr_matrix`` of float64 (sorted indices, no
-duplicates, no explicit zeros from the products themselves).
+duplicates). Stored zeros of the input are ignored; with signed weights an entry of the product
+that cancels to exactly zero stays stored as an explicit zero.
 
 The ICF path rescales items: ``s_i = 1/sqrt(‖G[i, :]‖₂)`` (:func:`icf_scaling`), and
 ``diag(s)·G·diag(s)`` (:func:`scale_symmetric`) equals ``X̃ᵀX̃`` for ``X̃ = X·diag(s)``, so X
