@@ -254,7 +254,7 @@ def icf_ldlt(
         Pivots ``diag(L̂)²``: ``A_p + shift·I ≈ L·diag(d)·Lᵀ``.
     stats : dict
         ``shift`` (0.0 if none was needed), ``attempts`` (restarts done, 0 if the first attempt
-        succeeded), ``nnz`` (of L), ``seconds`` (wall time, all attempts).
+        succeeded), ``seconds`` (wall time, all attempts).
 
     Raises
     ------
@@ -306,6 +306,6 @@ def icf_ldlt(
     L = sp.csc_matrix((val, ind, indptr), shape=(n, n))
     L.has_sorted_indices = True
     seconds = time.perf_counter() - t0
-    stats = {"shift": shift, "attempts": attempt, "nnz": int(L.nnz), "seconds": seconds}
+    stats = {"shift": shift, "attempts": attempt, "seconds": seconds}
     log.info("ICF: n=%d, nnz %d of max_nnz %d, shift %g after %d restarts, %.2fs", n, L.nnz, max_nnz, shift, attempt, seconds)
     return L, pivots, stats

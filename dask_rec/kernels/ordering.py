@@ -25,6 +25,9 @@ Four methods (:data:`dask_rec.config.REORDERING_METHODS`):
 ``"natural"``
     ``arange(n)``.
 
+Exact-factor fill on yelp2020 (20,092 items, ``XᵀX + 10·I``), for reference: COLAMD on X 82.7M
+non-zeros, AMD 87.6M, popularity 167M, natural 202M.
+
 Only the pattern of X or A is used by the CHOLMOD orderings (their values are ignored). A is
 read as CHOLMOD reads it: its lower triangle, so pass a full symmetric matrix or its lower
 triangle.
