@@ -11,7 +11,7 @@
 # Every option also has an environment variable (given in brackets); flags win over variables.
 #
 #   --dir DIR                 run directory: pids/, logs/, work/, scheduler.json, address
-#                             [DASK_REC_CLUSTER_DIR, default ./dask-cluster]
+#                             [DASK_REC_CLUSTER_DIR, default cluster/run beside this script]
 #   --host HOST               address every process listens on and advertises [DASK_REC_HOST, 127.0.0.1]
 #   --port PORT               scheduler port, 0 for any free port [DASK_REC_SCHEDULER_PORT, 8786]
 #   --dashboard-port PORT     scheduler dashboard port, 0 for any free port, 'none' for no dashboard
@@ -50,7 +50,7 @@ die() { echo "start-local-cluster: error: $*" >&2; exit 2; }
 say() { echo "start-local-cluster: $*" >&2; }
 
 MODE=start
-DIR="${DASK_REC_CLUSTER_DIR:-./dask-cluster}"
+DIR="${DASK_REC_CLUSTER_DIR:-$(cd "$(dirname "$0")" && pwd -P)/run}"
 HOST="${DASK_REC_HOST:-127.0.0.1}"
 PORT="${DASK_REC_SCHEDULER_PORT:-8786}"
 DASHBOARD_PORT="${DASK_REC_DASHBOARD_PORT:-8787}"

@@ -68,6 +68,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from dask_rec import settings
 from dask_rec.config import ExactUnitLowerTriangleInverterConfig, UMRUnitLowerTriangleInverterConfig
 from dask_rec.executor import InProcessExecutor
 from dask_rec.kernels.pruning import N_BINS, coarse_histogram, fine_histogram, prune_by_key, threshold_key
@@ -76,9 +77,6 @@ __all__ = ["invert_unit_lower", "assemble_blocks", "resolve_partition", "scan_sk
 
 _log = logging.getLogger(__name__)
 
-DEFAULT_BLOCK_COLUMNS = 1024
-DEFAULT_WAVES_PER_PASS = 16
-DEFAULT_BLOCK_CAP_FACTOR = 8.0
 FAN_IN = 8
 
 
@@ -89,19 +87,15 @@ FAN_IN = 8
 
 def resolve_partition(n: int, block_columns=None, wave_blocks=None) -> tuple[int, int]:
     """``(block_columns, wave_blocks)`` from the arguments or the ``dask.config`` defaults."""
-    import dask.config
-
-    if block_columns is None:
-        block_columns = dask.config.get("dask_rec.umr.block-columns", default=DEFAULT_BLOCK_COLUMNS)
+    block_columns = settings.get("umr.block-columns", block_columns)
     block_columns = int(block_columns)
     if block_columns < 1:
         raise ValueError(f"block_columns must be >= 1; got {block_columns}")
-    if wave_blocks is None:
-        wave_blocks = dask.config.get("dask_rec.umr.wave-blocks", default="auto")
+    wave_blocks = settings.get("umr.wave-blocks", wave_blocks)
     if isinstance(wave_blocks, str):
         if wave_blocks != "auto":
             raise ValueError(f"wave_blocks must be an integer or 'auto'; got {wave_blocks!r}")
-        waves = int(dask.config.get("dask_rec.umr.waves-per-pass", default=DEFAULT_WAVES_PER_PASS))
+        waves = int(settings.get("umr.waves-per-pass"))
         n_blocks = max(1, math.ceil(n / block_columns))
         wave_blocks = math.ceil(n_blocks / max(1, waves))
     wave_blocks = int(wave_blocks)
@@ -123,9 +117,7 @@ def scan_skip_threshold(scan: int, log_norm_threshold: float, n: int) -> float:
 
 
 def _cap_factor() -> float | None:
-    import dask.config
-
-    factor = dask.config.get("dask_rec.umr.block-cap-factor", default=DEFAULT_BLOCK_CAP_FACTOR)
+    factor = settings.get("umr.block-cap-factor")
     if factor is None or float(factor) <= 0 or math.isinf(float(factor)):
         return None
     return float(factor)
@@ -195,9 +187,14 @@ def _exact_task(L, start, stop, cap):
     return exact_inverse_block(L, start, stop, cap)
 
 
-def _sparse_hist(hist: np.ndarray):
+def _sparse_hist(hist: np.ndarray, changed: int = 0):
+    """A histogram as (non-zero bins, their counts), plus a count of changed columns carried along."""
     bins = np.flatnonzero(hist).astype(np.int32)
-    return bins, hist[bins]
+    return bins, hist[bins], changed
+
+
+def _counts_as_hist(counts):
+    return np.array([], dtype=np.int32), np.array([], dtype=np.int64), int(sum(counts))
 
 
 def _coarse_task(M, start):
@@ -210,9 +207,9 @@ def _fine_task(M, coarse_bin, start):
 
 def _merge_hists(parts):
     dense = np.zeros(N_BINS, dtype=np.int64)
-    for bins, counts in parts:
+    for bins, counts, _ in parts:
         dense[bins] += counts
-    return _sparse_hist(dense)
+    return _sparse_hist(dense, sum(p[2] for p in parts))
 
 
 def _dense_hist(part) -> np.ndarray:
@@ -268,10 +265,6 @@ def _merge_summaries(parts):
     )
 
 
-def _sum_counts(parts):
-    return int(sum(parts))
-
-
 # ---------------------------------------------------------------------------------------------
 # orchestration
 # ---------------------------------------------------------------------------------------------
@@ -311,27 +304,34 @@ class _Run:
     def starts(self, idx):
         return [self.bounds[b][0] for b in idx]
 
-    def prune(self, handles: list, idx: list) -> bool:
-        """Prune the blocks ``idx`` (with handles ``handles[b]``) globally to the target."""
+    def prune(self, handles: list, idx: list, counts: list | None = None) -> tuple[bool, int]:
+        """Prune the blocks ``idx`` (with handles ``handles[b]``) globally to the target.
+
+        ``counts`` (handles of the columns each preceding update changed) travel with the first
+        histogram round, so the decision to skip an unchanged wave costs no extra round trip.
+        Returns whether entries were pruned and the number of changed columns.
+        """
         ex, starts = self.ex, self.starts(idx)
         hs = [handles[b] for b in idx]
-        coarse = ex.gather(ex.tree_reduce(
-            _merge_hists, ex.map(_coarse_task, hs, starts, key=f"{self.name}-coarse"), FAN_IN,
-            key=f"{self.name}-coarse-sum",
-        ))
+        coarse_parts = ex.map(_coarse_task, hs, starts, key=f"{self.name}-coarse")
+        if counts is not None:
+            coarse_parts = coarse_parts + [ex.submit(_counts_as_hist, counts, key=f"{self.name}-counted")]
+        bins, hist, changed = ex.gather(ex.tree_reduce(_merge_hists, coarse_parts, FAN_IN, key=f"{self.name}-coarse-sum"))
+        if counts is not None and changed == 0:  # nothing moved since the last prune
+            return False, 0
 
         def fine_for_bin(b):
             parts = ex.map(_fine_task, hs, [int(b)] * len(hs), starts, key=f"{self.name}-fine")
             return _dense_hist(ex.gather(ex.tree_reduce(_merge_hists, parts, FAN_IN, key=f"{self.name}-fine-sum")))
 
-        key = threshold_key(_dense_hist(coarse), fine_for_bin, self.keep)
+        key = threshold_key(_dense_hist((bins, hist)), fine_for_bin, self.keep)
         if key is None:
-            return False
+            return False, changed
         new = ex.map(_prune_task, hs, [int(key)] * len(hs), starts, key=f"{self.name}-prune")
         for b, h in zip(idx, new):
             handles[b] = h
         ex.release(*hs)
-        return True
+        return True, changed
 
     def summarise(self, handles: list, k: int) -> dict:
         idx = list(range(len(self.bounds)))
@@ -377,12 +377,6 @@ def _update(run: _Run, handles: list, idx: list, columns: list, skip_below: floa
     return counts
 
 
-def _count(run: _Run, counts: list) -> int:
-    if not counts:
-        return 0
-    return int(run.ex.gather(run.ex.tree_reduce(_sum_counts, counts, FAN_IN, key=f"{run.name}-count-sum")))
-
-
 def _umr(run: _Run, config: UMRUnitLowerTriangleInverterConfig):
     n, ex = run.n, run.ex
     all_idx = list(range(len(run.bounds)))
@@ -392,7 +386,7 @@ def _umr(run: _Run, config: UMRUnitLowerTriangleInverterConfig):
         _initial_task, [run.L] * len(all_idx), run.starts(all_idx), [e for _, e in run.bounds],
         key=f"{run.name}-initial",
     )
-    pruned = run.prune(handles, all_idx)
+    pruned, _ = run.prune(handles, all_idx)
     summary = run.summarise(handles, ncols)
     run.record("initial", t0, summary, columns_updated=0, prunes=int(pruned))
 
@@ -401,10 +395,10 @@ def _umr(run: _Run, config: UMRUnitLowerTriangleInverterConfig):
         skip_below = scan_skip_threshold(s, config.log_norm_threshold, n)
         updated, prunes = 0, 0
         for wave in run.waves:
-            changed = _count(run, _update(run, handles, wave, [None] * len(wave), skip_below))
-            if changed:  # an unchanged wave leaves M as the last prune left it
-                updated += changed
-                prunes += run.prune(handles, all_idx)
+            # an unchanged wave leaves M as the last prune left it: prune() then stops after one round
+            pruned, changed = run.prune(handles, all_idx, counts=_update(run, handles, wave, [None] * len(wave), skip_below))
+            updated += changed
+            prunes += pruned
         if updated:
             summary = run.summarise(handles, ncols)
         run.record(f"scan {s}", t0, summary, columns_updated=updated, prunes=prunes)
@@ -416,10 +410,9 @@ def _umr(run: _Run, config: UMRUnitLowerTriangleInverterConfig):
         owner = np.searchsorted(starts, chosen, side="right") - 1
         idx = [int(b) for b in np.unique(owner)]
         columns = [chosen[owner == b] - run.bounds[b][0] for b in idx]
-        updated = _count(run, _update(run, handles, idx, columns, -1.0))
-        prunes = 0
+        pruned, updated = run.prune(handles, all_idx, counts=_update(run, handles, idx, columns, -1.0))
+        prunes = int(pruned)
         if updated:
-            prunes = int(run.prune(handles, all_idx))
             summary = run.summarise(handles, ncols)
         run.record(f"finetune {step}", t0, summary, columns_updated=updated, prunes=prunes)
     return run.blocks(handles), run.report
@@ -439,7 +432,7 @@ def _exact(run: _Run):
         for b, h in zip(wave, new):
             handles[b] = h
         done += wave
-        prunes += run.prune(handles, done)
+        prunes += run.prune(handles, done)[0]
     summary = run.summarise(handles, 1)
     run.record("exact", t0, summary, columns_updated=run.n, prunes=prunes)
     return run.blocks(handles), run.report

@@ -36,6 +36,7 @@ MODEL_ARGS = ["--l2", "50", "--density", "2e-3", "--finetune-steps", "3", "--no-
 CLI_ENV = {"DASK_DASK_REC__UMR__BLOCK_COLUMNS": "256"}
 FIT_TIMEOUT = 150
 
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     require_posix_tools()
@@ -47,15 +48,18 @@ def cluster(tmp_path_factory):
     finally:
         c.stop()
 
+
 @pytest.fixture(scope="module")
 def monitor(cluster):
     client = cluster.client()
     yield client
     client.close()
 
+
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
     return tmp_path_factory.mktemp("faults")
+
 
 @pytest.fixture(scope="module")
 def store(cluster, workdir):
@@ -70,6 +74,7 @@ def store(cluster, workdir):
     assert s.n_blocks >= 8, s.n_blocks
     return s
 
+
 @pytest.fixture(scope="module")
 def reference(cluster, store, workdir):
     """The weights of an undisturbed ``dask-rec fit`` on the same cluster."""
@@ -77,6 +82,7 @@ def reference(cluster, store, workdir):
 
     run_cli("fit", "store", "reference.zarr", *MODEL_ARGS, "--scheduler", cluster.address, cwd=workdir, env=CLI_ENV)
     return SANSA.load(workdir / "reference.zarr").weights
+
 
 def _assert_same_model(path, reference):
     from dask_rec import SANSA
@@ -87,10 +93,12 @@ def _assert_same_model(path, reference):
         assert got.nnz == want.nnz, f"{name}: {got.nnz} non-zeros, undisturbed run {want.nnz}"
         assert (got != want).nnz == 0, f"{name} differs from the undisturbed run: max |diff| {abs(got - want).max()}"
 
+
 def _log_time(log_text: str, line_pattern: str) -> float | None:
     """Epoch seconds of the first log line matching ``line_pattern`` (logging's asctime format)."""
     m = re.search(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) .*" + line_pattern, log_text, re.MULTILINE)
     return datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp() if m else None
+
 
 def _kill_worker_running(monitor, prefixes: tuple, proc, log, timeout: float = 90):
     """SIGKILL the process of an ordinary worker as soon as it is assigned a task whose key starts with
@@ -111,8 +119,10 @@ def _kill_worker_running(monitor, prefixes: tuple, proc, log, timeout: float = 9
     os.kill(plain[addr]["pid"], signal.SIGKILL)
     return plain[addr]["name"], keys, time.time()
 
+
 def _wait_for_workers(monitor, n: int, timeout: float = 60) -> None:
     wait_for(lambda: len(monitor.scheduler_info(n_workers=-1)["workers"]) >= n, timeout, f"{n} workers")
+
 
 @pytest.mark.parametrize(("stage", "prefixes"), [
     ("gramian", ("gramian-block", "gramian-sum")),
@@ -144,6 +154,7 @@ def test_worker_killed_mid_stage_fit_completes_with_the_same_model(cluster, moni
     assert set(monitor.scheduler_info(n_workers=-1)["workers"]) != before
     _assert_same_model(workdir / f"killed-{stage}.zarr", reference)
 
+
 def test_client_killed_mid_fit_leaves_no_model_and_a_rerun_succeeds(cluster, monitor, store, reference, workdir):
     _wait_for_workers(monitor, 3)
     target = workdir / "interrupted.zarr"
@@ -172,6 +183,7 @@ def test_client_killed_mid_fit_leaves_no_model_and_a_rerun_succeeds(cluster, mon
     assert "model written" in result.stdout
     _assert_same_model(target, reference)
 
+
 @pytest.fixture(scope="module")
 def too_small_fit(store, workdir, tmp_path_factory):
     """``dask-rec fit`` on a cluster whose bigmem worker's memory limit is below the factorization's
@@ -194,6 +206,7 @@ def too_small_fit(store, workdir, tmp_path_factory):
                          env=CLI_ENV, timeout=120, check=False)
         return result, time.monotonic() - t0
 
+
 def test_bigmem_worker_too_small_fails_fast_naming_bigmem(too_small_fit, workdir):
     result, seconds = too_small_fit
     assert result.returncode != 0, result.stdout
@@ -202,6 +215,7 @@ def test_bigmem_worker_too_small_fails_fast_naming_bigmem(too_small_fit, workdir
     assert [p.name for p in workdir.glob(".small.zarr*")] == []
     last = result.stderr.strip().splitlines()[-1]
     assert "bigmem" in last and "memory limit" in last, result.stderr[-3000:]
+
 
 @pytest.mark.xfail(strict=True, reason="dask_rec.cli.main does not catch InsufficientMemoryError (a MemoryError): "
                    "it prints a traceback instead of one 'dask-rec fit: error: ...' line")

@@ -90,13 +90,13 @@ def test_clients_without_the_certificate_cannot_submit_work(cluster, monitor, ce
         "plain TCP": ["--scheduler", f"tcp://127.0.0.1:{port}"],
     }
     t0 = time.time()
-    for what, args in attempts.items():
+    for i, (what, args) in enumerate(attempts.items()):
         started = time.monotonic()
-        result = run_cli("ingest", "log", f"store-{len(what)}", *args, cwd=workdir, timeout=120, check=False)
+        result = run_cli("ingest", "log", f"store-{i}", *args, cwd=workdir, timeout=120, check=False)
         seconds = time.monotonic() - started
         assert result.returncode != 0, f"{what}: the command succeeded\n{result.stdout}"
         assert seconds < FAIL_FAST, f"{what}: took {seconds:.0f} s to fail"
-        assert not (workdir / f"store-{len(what)}").exists(), what
+        assert not (workdir / f"store-{i}").exists(), what
     # none of them ran anything on the cluster
     assert list(monitor.get_task_stream(start=t0)) == []
     assert monitor.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks)) == 0
@@ -109,6 +109,14 @@ def test_ingest_and_fit_with_the_certificate(cluster, certs, workdir, dask_confi
     # the Dask config file alone (no flags) is enough for a client
     run_cli("ingest", "log", "store", "--scheduler", cluster.address, cwd=workdir,
             env={"DASK_CONFIG": dask_config_dir})
+    # or Dask configuration in environment variables (as the compose and Kubernetes recipes give the client)
+    run_cli("ingest", "log", "store-env", "--scheduler", cluster.address, cwd=workdir, env={
+        "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION": "True",
+        "DASK_DISTRIBUTED__COMM__TLS__CA_FILE": certs / "ca.pem",
+        "DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT": certs / "client.pem",
+        "DASK_DISTRIBUTED__COMM__TLS__CLIENT__KEY": certs / "client-key.pem",
+    })
+    assert open_store(workdir / "store-env").nnz == open_store(workdir / "store").nnz > 0
     # the flags of every dask-rec command
     result = run_cli("fit", "store", "model.zarr", *MODEL_ARGS, "--scheduler", cluster.address, *tls_flags(certs),
                      cwd=workdir)

@@ -9,6 +9,7 @@
 #                DNS:localhost, IP:127.0.0.1) [DASK_REC_TLS_SAN]
 #   --days N     validity of every certificate (default 365) [DASK_REC_TLS_DAYS]
 #   --force      overwrite existing files
+#   -h, --help   this help
 #
 # Writes, all PEM:
 #   ca.pem       CA certificate: give it to every process (--tls-ca-file)
