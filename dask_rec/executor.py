@@ -46,9 +46,14 @@ class InProcessExecutor:
     def wait(self, handles) -> None:
         pass
 
-    def tree_reduce(self, fn: Callable, handles: Sequence, fan_in: int = 8, key: str | None = None):
-        """Reduce ``handles`` pairwise-in-groups with ``fn(list) -> value`` (bounded fan-in)."""
-        return _tree_reduce(self, fn, list(handles), fan_in, key)
+    def tree_reduce(self, fn: Callable, handles: Sequence, fan_in: int = 8, key: str | None = None,
+                    bigmem: bool = False):
+        """Reduce ``handles`` in groups of ``fan_in`` with ``fn(list) -> value`` until one is left.
+
+        With ``bigmem`` the last task runs on the big-memory worker, so that a large result is
+        produced where the next stage (the factorization) needs it.
+        """
+        return _tree_reduce(self, fn, list(handles), fan_in, key, bigmem)
 
 
 class DaskExecutor:
@@ -101,11 +106,12 @@ class DaskExecutor:
 
         wait(handles)
 
-    def tree_reduce(self, fn: Callable, handles: Sequence, fan_in: int = 8, key: str | None = None):
-        return _tree_reduce(self, fn, list(handles), fan_in, key)
+    def tree_reduce(self, fn: Callable, handles: Sequence, fan_in: int = 8, key: str | None = None,
+                    bigmem: bool = False):
+        return _tree_reduce(self, fn, list(handles), fan_in, key, bigmem)
 
 
-def _tree_reduce(executor, fn, handles: list, fan_in: int, key: str | None):
+def _tree_reduce(executor, fn, handles: list, fan_in: int, key: str | None, bigmem: bool = False):
     if fan_in < 2:
         raise ValueError(f"fan_in must be >= 2; got {fan_in}")
     if not handles:
@@ -113,8 +119,10 @@ def _tree_reduce(executor, fn, handles: list, fan_in: int, key: str | None):
     level = 0
     while len(handles) > 1:
         groups = [handles[i : i + fan_in] for i in range(0, len(handles), fan_in)]
+        last = len(groups) == 1
         handles = [
-            executor.submit(_apply_to_list, fn, *group, key=f"{key}-level{level}" if key else None)
+            executor.submit(_apply_to_list, fn, *group, key=f"{key}-level{level}" if key else None,
+                            bigmem=bigmem and last)
             for group in groups
         ]
         level += 1

@@ -28,17 +28,21 @@ def _sum_counts(parts):
 
 def reduce_gramian(executor, block_handles: list, n_items: int, *, item_block_size: int | None = None,
                    fan_in: int | None = None) -> list[tuple[int, int, object]]:
-    """Sum the row blocks' Gramians: ``[(col_start, col_stop, handle of csr n_items x width)]``."""
+    """Sum the row blocks' Gramians: ``[(col_start, col_stop, handle of csr n_items x width)]``.
+
+    The last sum of each column block runs on the big-memory worker, where the factorization
+    will read it, so the Gramian does not travel between workers.
+    """
     fan_in = int(settings.get("gramian.fan-in", fan_in))
     out = []
     for start, stop in item_column_blocks(n_items, item_block_size):
-        whole = start == 0 and stop == n_items
-        parts = executor.map(
-            block_gramian, block_handles,
-            **({} if whole else {"col_start": start, "col_stop": stop}),
-            key=f"gramian-block-{start}",
-        )
-        out.append((start, stop, executor.tree_reduce(sum_gramians, parts, fan_in=fan_in, key=f"gramian-sum-{start}")))
+        cols = {} if (start == 0 and stop == n_items) else {"col_start": start, "col_stop": stop}
+        if len(block_handles) == 1:  # nothing to sum: compute it where the factorization will run
+            total = executor.submit(block_gramian, block_handles[0], **cols, key=f"gramian-block-{start}", bigmem=True)
+        else:
+            parts = executor.map(block_gramian, block_handles, **cols, key=f"gramian-block-{start}")
+            total = executor.tree_reduce(sum_gramians, parts, fan_in=fan_in, key=f"gramian-sum-{start}", bigmem=True)
+        out.append((start, stop, total))
     return out
 
 
