@@ -42,7 +42,7 @@ def _config(args, ours: bool):
 
 
 def _evaluate(weights, split_dir: str) -> dict:
-    from dask_rec.evaluate import evaluate
+    from dask_rec.evaluation import evaluate
 
     history = sp.load_npz(os.path.join(split_dir, "history.npz")).tocsr()
     targets = sp.load_npz(os.path.join(split_dir, "targets.npz")).tocsr()
@@ -118,7 +118,7 @@ def main(argv=None) -> None:
     if args.contender:
         return worker_main(args)
 
-    from dask_rec.evaluate import split_strong_generalization
+    from dask_rec.evaluation import split_strong_generalization
 
     X = load_matrix(args.dataset)
     n_test = args.test_users or min(10_000, X.shape[0] // 10)

@@ -81,7 +81,7 @@ def worker_fit(spec: dict) -> dict:
     import warnings
 
     from dask_rec import SANSA
-    from dask_rec.evaluate import evaluate
+    from dask_rec.evaluation import evaluate
 
     logging.basicConfig(level=logging.WARNING)
     warnings.simplefilter("ignore")
@@ -226,7 +226,7 @@ def markdown_table(rows: list[dict], columns: list[str]) -> str:
 
 
 def run_datasets(args) -> dict:
-    from dask_rec.evaluate import split_strong_generalization
+    from dask_rec.evaluation import split_strong_generalization
 
     overrides = _parse_pairs(args.density_for, "--density-for")
     skips = _parse_pairs(args.skip, "--skip")

@@ -19,14 +19,14 @@ _EXPORTS = {
     # the model
     "SANSA": "dask_rec.model",
     # data
-    "ingest": "dask_rec.ingest",
+    "ingest": "dask_rec.ingestion",
     "open_store": "dask_rec.store",
     "InteractionStore": "dask_rec.store",
     "Vocabulary": "dask_rec.vocabulary",
     "generate_interactions": "dask_rec.synthetic",
     # evaluation
-    "evaluate": "dask_rec.evaluate",
-    "split_strong_generalization": "dask_rec.evaluate",
+    "evaluate": "dask_rec.evaluation",
+    "split_strong_generalization": "dask_rec.evaluation",
     # warnings
     "DaskRecWarning": "dask_rec.exceptions",
 }

@@ -91,7 +91,7 @@ def resolve_scorer(model):
 
     A scorer is any picklable object with ``topk_block(X_block, k, exclude_seen, n_threads=1)``
     returning ``(ids, scores)`` per the recommend contract and an ``n_items`` attribute (e.g.
-    :class:`dask_rec.evaluate.PopularityBaseline`).
+    :class:`dask_rec.evaluation.PopularityBaseline`).
     """
     if isinstance(model, (tuple, list)) and len(model) == 2:
         W1, W2 = model
@@ -470,7 +470,7 @@ def recommend_users(weights, histories, k: int = 10, exclude_seen: bool = True, 
     ----------
     weights : tuple (W1, W2), model, scorer or future
         SANSA weights, a fitted model with a ``.weights`` attribute, a scorer with a
-        ``topk_block`` method (e.g. :class:`dask_rec.evaluate.PopularityBaseline`), or a
+        ``topk_block`` method (e.g. :class:`dask_rec.evaluation.PopularityBaseline`), or a
         ``distributed`` future of ``(W1, W2)`` (weights a fit left on the cluster).
     histories : InteractionStore, scipy.sparse matrix or pandas.DataFrame
         The users' interactions: a store (its row blocks and vocabularies are used), a matrix

@@ -100,7 +100,7 @@ def open_store(path) -> "InteractionStore":
 
 
 class InteractionStore:
-    """A handle on an interaction store written by :func:`dask_rec.ingest` or :func:`write_store`.
+    """A handle on an interaction store written by :func:`dask_rec.ingestion` or :func:`write_store`.
 
     Construction reads only the root metadata; arrays and vocabularies are read when first used.
     Handles pickle to their path and metadata, so they can be passed to Dask tasks, which

@@ -188,7 +188,7 @@ def generate_interactions(path, n_users: int, n_items: int, n_interactions: int,
     Returns
     -------
     pathlib.Path
-        The dataset directory (pass it to :func:`dask_rec.ingest`).
+        The dataset directory (pass it to :func:`dask_rec.ingestion`).
     """
     import pyarrow as pa
     import pyarrow.parquet as pq

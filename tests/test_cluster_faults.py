@@ -217,8 +217,6 @@ def test_bigmem_worker_too_small_fails_fast_naming_bigmem(too_small_fit, workdir
     assert "bigmem" in last and "memory limit" in last, result.stderr[-3000:]
 
 
-@pytest.mark.xfail(strict=True, reason="dask_rec.cli.main does not catch InsufficientMemoryError (a MemoryError): "
-                   "it prints a traceback instead of one 'dask-rec fit: error: ...' line")
 def test_bigmem_worker_too_small_error_is_one_line(too_small_fit):
     result, _ = too_small_fit
     lines = [line for line in result.stderr.splitlines() if line.strip() and " INFO " not in line]

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from dask_rec.evaluate import PopularityBaseline, evaluate, split_strong_generalization
+from dask_rec.evaluation import PopularityBaseline, evaluate, split_strong_generalization
 
 
 def _random_interactions(rng, n_users=300, n_items=60, density=0.08):

@@ -123,7 +123,7 @@ def test_orderings_give_different_working_models(X, fits, factorizer):
     How much each ordering ranks better or worse is the benchmark's question
     (``benchmarks/bench_orderings.py``), not a test's: on ml-100k in-sample they differ by up to 0.1.
     """
-    from dask_rec.evaluate import evaluate, split_strong_generalization
+    from dask_rec.evaluation import evaluate, split_strong_generalization
 
     weights = {o: fits[(factorizer, o)][0].weights for o in REORDERING_METHODS}
     W_pop = weights["popularity"][0]

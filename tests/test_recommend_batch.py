@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from dask_rec.evaluate import PopularityBaseline
+from dask_rec.evaluation import PopularityBaseline
 from dask_rec.kernels.scoring import recommend_block
 from dask_rec.recommend import recommend_users
 from dask_rec.vocabulary import UnknownIDError, Vocabulary

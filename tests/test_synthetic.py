@@ -123,7 +123,7 @@ def test_invalid_arguments():
 
 
 def test_generated_log_ingests(tmp_path, local_client):
-    from dask_rec.ingest import ingest
+    from dask_rec.ingestion import ingest
 
     path = generate_interactions(tmp_path / "log", 400, 150, 12_000, seed=5, rows_per_file=3000)
     s = ingest(path, tmp_path / "s.zarr", client=local_client, rows_per_block=64)

@@ -17,6 +17,7 @@ __all__ = ["main", "SUBCOMMANDS"]
 SUBCOMMANDS = ("ingest", "fit", "recommend", "evaluate", "demo", "generate")
 
 EXIT_USAGE = 2
+EXIT_FAILURE = 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,7 +58,14 @@ def cluster_from_args(args):
     from dask_rec.cluster import client_context
 
     security = None
-    if getattr(args, "tls_ca_file", None) or getattr(args, "tls_cert", None):
+    tls = {"--tls-ca-file": getattr(args, "tls_ca_file", None), "--tls-cert": getattr(args, "tls_cert", None),
+           "--tls-key": getattr(args, "tls_key", None)}
+    if any(tls.values()) and not all(tls.values()):
+        missing = ", ".join(k for k, v in tls.items() if not v)
+        raise ValueError(f"a TLS scheduler needs --tls-ca-file, --tls-cert and --tls-key together; missing {missing}")
+    if (args.scheduler or "").startswith("tls://") and not any(tls.values()):
+        raise ValueError(f"{args.scheduler} is a TLS scheduler: pass --tls-ca-file, --tls-cert and --tls-key")
+    if all(tls.values()):
         from distributed.security import Security
 
         security = Security(tls_ca_file=args.tls_ca_file, tls_client_cert=args.tls_cert,
@@ -75,12 +83,22 @@ def main(argv=None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE
+    from dask_rec.exceptions import InsufficientMemoryError
+
     try:
         return int(args.func(args) or 0)
     except (ValueError, TypeError, FileNotFoundError, FileExistsError, KeyError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"dask-rec {args.command}: error: {msg}", file=sys.stderr)
         return EXIT_USAGE
+    except InsufficientMemoryError as exc:
+        print(f"dask-rec {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except OSError as exc:  # the scheduler cannot be reached, TLS refused, ...
+        if "Timed out" in str(exc) or "connect" in str(exc).lower() or type(exc).__module__.startswith("distributed"):
+            print(f"dask-rec {args.command}: error: cannot reach the Dask scheduler: {exc}", file=sys.stderr)
+            return EXIT_FAILURE
+        raise
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -46,7 +46,7 @@ def run(args) -> int:
 def evaluate_store(store, config, *, ks, test_users=None, seed=0, target_fraction=0.2, client=None) -> dict:
     """Split ``store``, fit on the training users, evaluate SANSA and popularity on the held-out users."""
     from dask_rec import SANSA
-    from dask_rec.evaluate import PopularityBaseline, evaluate, split_strong_generalization
+    from dask_rec.evaluation import PopularityBaseline, evaluate, split_strong_generalization
 
     X = store.to_scipy()
     n_test = test_users or max(1, min(10_000, X.shape[0] // 10))

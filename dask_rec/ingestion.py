@@ -7,7 +7,7 @@ tasks with memory bounded by one input partition, one shuffle bucket or one row 
 1. **scan** each partition: check and clean it (null IDs, bad values, ID types), count rows per
    user and list distinct items; merged by a tree reduction into the (pre-filter) vocabularies.
 2. **split** each partition by user bucket (contiguous ranges of user indices holding about
-   ``dask_rec.ingest.bucket-rows`` rows) into one scratch file per column, sorted by bucket.
+   ``dask_rec.ingestion.bucket-rows`` rows) into one scratch file per column, sorted by bucket.
 3. **dedup** each bucket: gather its slices from every partition's files, merge duplicate
    (user, item) rows (``sum``/``max``/``last``), save it sorted by (user, item) and return
    its per-user and per-item counts.
@@ -43,7 +43,7 @@ logger = logging.getLogger(__name__)
 
 DUPLICATE_POLICIES = ("sum", "max", "last")
 _INVALID_POLICIES = ("error", "drop")
-#: Rows per shuffle bucket (``dask_rec.ingest.bucket-rows``).
+#: Rows per shuffle bucket (``dask_rec.ingestion.bucket-rows``).
 DEFAULT_BUCKET_ROWS = 4_000_000
 #: Rows per partition made from an in-memory pandas or pyarrow input.
 _MEMORY_PARTITION_ROWS = 1_000_000
@@ -689,7 +689,7 @@ class _Run:
         # pass 2: split by bucket
         n_workers = max(1, len(c.nthreads()))
         total_rows = int(stats["valid_rows"])
-        bucket_rows = int(dask.config.get("dask_rec.ingest.bucket-rows", default=DEFAULT_BUCKET_ROWS))
+        bucket_rows = int(dask.config.get("dask_rec.ingestion.bucket-rows", default=DEFAULT_BUCKET_ROWS))
         n_target = max(math.ceil(total_rows / bucket_rows), min(2 * n_workers, math.ceil(total_rows / 200_000)))
         bucket_bounds = _store.block_bounds_for(user_counts_pre.to_numpy(),
                                                 block_nnz=max(1, math.ceil(total_rows / max(n_target, 1))))
