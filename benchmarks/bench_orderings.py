@@ -50,9 +50,15 @@ ORDERINGS = ("colamd", "amd", "popularity", "natural")
 DEFAULT_DENSITY_FOR = ("ciao/icf=5e-4", "ciao/cholmod=5e-4", "gowalla/cholmod=5e-4")
 #: Combinations left out of the full run, with the reason (measured beforehand, see the README).
 DEFAULT_SKIP = (
-    "ciao/cholmod/natural=exact factor of 105k items in index order: fill and time far beyond the budget",
-    "ciao/cholmod/popularity=exact factor of 105k items in popularity order: fill and time far beyond the budget",
-    "gowalla/cholmod/natural=exact factor in index order: expected well past the timeout",
+    # calibration on this machine (2 shared cores), exact CHOLMOD factor after COLAMD, l2=10:
+    # amazon-book-kgat 258M non-zeros, 183 s, 7.4 GiB RSS; ciao 458M, 196 s, 12 GiB; gowalla did not
+    # finish in 11 min (over 12 GiB). On yelp2020 the popularity order doubled the fill (167M vs
+    # 83M) and took 4x as long (111 s vs 28 s); the natural order is worse still (202M).
+    "gowalla/cholmod=COLAMD's exact factor alone ran over 11 min and 12 GiB in calibration (killed)",
+    "amazon-book-kgat/cholmod/popularity=about 2x COLAMD's 258M fill and 4x its 183 s: past timeout and memory cap",
+    "amazon-book-kgat/cholmod/natural=more fill than popularity order (yelp2020: 202M vs 167M vs 83M for COLAMD)",
+    "ciao/cholmod/popularity=about 2x COLAMD's 458M fill (12 GiB): would not fit in memory",
+    "ciao/cholmod/natural=more fill than popularity order: would not fit in memory",
 )
 
 COLUMNS = ["dataset", "factorizer", "ordering", "l2", "density", "recall@20", "ndcg@100", "order_s", "factor_s",
@@ -81,7 +87,7 @@ def worker_fit(spec: dict) -> dict:
     import warnings
 
     from dask_rec import SANSA
-    from dask_rec.evaluation import evaluate
+    from dask_rec import evaluate
 
     logging.basicConfig(level=logging.WARNING)
     warnings.simplefilter("ignore")
@@ -163,6 +169,16 @@ def worker_synthetic_ordering(spec: dict) -> dict:
     return {"ordering": spec["ordering"], "order_s": seconds, "peak_mib": peak_rss_mib(), "status": "ok"}
 
 
+def _cap_memory(spec: dict) -> None:
+    """Address-space cap of this worker, so that a fill too large fails here, not the machine."""
+    import resource
+
+    gib = spec.get("max_memory_gib")
+    if gib:
+        limit = int(gib * 2**30)
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
 WORKERS = {"fit": worker_fit, "synthetic-fit": worker_synthetic_fit, "synthetic-ordering": worker_synthetic_ordering}
 
 
@@ -226,44 +242,53 @@ def markdown_table(rows: list[dict], columns: list[str]) -> str:
 
 
 def run_datasets(args) -> dict:
-    from dask_rec.evaluation import split_strong_generalization
+    from dask_rec import split_strong_generalization
 
     overrides = _parse_pairs(args.density_for, "--density-for")
     skips = _parse_pairs(args.skip, "--skip")
     l2s = [float(v) for v in args.l2.split(",")]
     icf_l2s = [float(v) for v in args.icf_extra_l2.split(",") if v.strip()]
+    icf_extra = set(args.icf_extra_datasets.split(","))
+    names = args.datasets.split(",")
     rows, data = [], {}
     t_all = time.perf_counter()
-    for name in args.datasets.split(","):
-        X = load_matrix(name)
-        n_test = args.test_users or min(10_000, X.shape[0] // 10)
-        split = split_strong_generalization(X, n_test_users=n_test, seed=0)
-        data[name] = {"users": X.shape[0], "items": X.shape[1], "nnz": int(X.nnz), "test_users": n_test}
-        print(f"# {name}: {X.shape[0]} users x {X.shape[1]} items, {X.nnz} interactions, {n_test} held-out users",
-              file=sys.stderr, flush=True)
-        with tempfile.TemporaryDirectory(prefix="bench_orderings_") as split_dir:
-            sp.save_npz(os.path.join(split_dir, "train.npz"), split.train)
-            sp.save_npz(os.path.join(split_dir, "history.npz"), split.test_history)
-            sp.save_npz(os.path.join(split_dir, "targets.npz"), split.test_targets)
+    with tempfile.TemporaryDirectory(prefix="bench_orderings_") as tmp:
+        for name in names:  # the same split for every run on a dataset
+            X = load_matrix(name)
+            n_test = args.test_users or min(10_000, X.shape[0] // 10)
+            split = split_strong_generalization(X, n_test_users=n_test, seed=0)
+            data[name] = {"users": X.shape[0], "items": X.shape[1], "nnz": int(X.nnz), "test_users": n_test,
+                          "split_dir": os.path.join(tmp, name)}
+            os.makedirs(data[name]["split_dir"])
+            sp.save_npz(os.path.join(data[name]["split_dir"], "train.npz"), split.train)
+            sp.save_npz(os.path.join(data[name]["split_dir"], "history.npz"), split.test_history)
+            sp.save_npz(os.path.join(data[name]["split_dir"], "targets.npz"), split.test_targets)
+            print(f"# {name}: {X.shape[0]} users x {X.shape[1]} items, {X.nnz} interactions, "
+                  f"{n_test} held-out users", file=sys.stderr, flush=True)
             del X, split
-            for factorizer in args.factorizers.split(","):
+        for factorizer in args.factorizers.split(","):
+            for name in names:
                 density = _density_for(overrides, name, factorizer, args.density)
-                for l2 in l2s + (icf_l2s if factorizer == "icf" and name in args.icf_extra_datasets.split(",") else []):
+                extra = icf_l2s if factorizer == "icf" and name in icf_extra else []
+                for l2 in l2s + [v for v in extra if v not in l2s]:
                     for ordering in args.orderings.split(","):
                         row = {"dataset": name, "factorizer": factorizer, "ordering": ordering, "l2": l2,
                                "density": density}
-                        reason = skips.get(f"{name}/{factorizer}/{ordering}")
+                        reason = skips.get(f"{name}/{factorizer}/{ordering}", skips.get(f"{name}/{factorizer}"))
                         if reason is not None:
                             row.update(status="skipped", reason=reason)
                         else:
-                            spec = {"mode": "fit", "split_dir": split_dir, "factorizer": factorizer,
+                            spec = {"mode": "fit", "split_dir": data[name]["split_dir"], "factorizer": factorizer,
                                     "ordering": ordering, "l2": l2, "density": density, "scans": args.scans,
-                                    "finetune_steps": args.finetune_steps}
+                                    "finetune_steps": args.finetune_steps, "max_memory_gib": args.max_memory_gib}
                             row.update(_run(spec, args.timeout))
                             if row["status"] == "timeout":
                                 row["status"] = f"timeout ({args.timeout:g} s)"
+                            elif row["status"] == "error" and "memory" in row["error"].lower():
+                                row["status"] = f"out of memory (cap {args.max_memory_gib:g} GiB)"
                         rows.append(row)
-                        print(json.dumps(row), file=sys.stderr, flush=True)
+                        brief = {k: row.get(k) for k in COLUMNS + ["run_s", "reason", "error"] if row.get(k) is not None}
+                        print(time.strftime("%H:%M:%S"), json.dumps(brief), file=sys.stderr, flush=True)
                         if args.json:  # keep partial results if the run is stopped
                             _write_json(args.json, {"rows": rows, "datasets": data, "partial": True})
     return {"rows": rows, "datasets": data, "seconds": time.perf_counter() - t_all}
@@ -272,6 +297,7 @@ def run_datasets(args) -> dict:
 def run_synthetic(args) -> dict:
     spec = {"n_users": args.synthetic_users or args.synthetic_items, "n_items": args.synthetic_items,
             "n_interactions": args.synthetic_interactions, "seed": 0, "density": args.synthetic_density}
+    spec["max_memory_gib"] = args.max_memory_gib
     fit = _run(dict(spec, mode="synthetic-fit"), args.timeout)
     print(json.dumps(fit), file=sys.stderr, flush=True)
     orderings = {}
@@ -294,7 +320,7 @@ def main(argv=None) -> None:
     p.add_argument("--factorizers", default=",".join(FACTORIZERS))
     p.add_argument("--orderings", default=",".join(ORDERINGS))
     p.add_argument("--l2", default="10", help="comma-separated l2 values, for every factorizer (default 10)")
-    p.add_argument("--icf-extra-l2", default="1", help="further l2 values tried with ICF only (comma-separated)")
+    p.add_argument("--icf-extra-l2", default="30", help="further l2 values tried with ICF only (comma-separated)")
     p.add_argument("--icf-extra-datasets", default="yelp2020,amazon-book-kgat",
                    help="datasets on which --icf-extra-l2 is tried")
     p.add_argument("--density", type=float, default=2e-3)
@@ -306,7 +332,9 @@ def main(argv=None) -> None:
     p.add_argument("--scans", type=int, default=3)
     p.add_argument("--finetune-steps", type=int, default=10)
     p.add_argument("--test-users", type=int, default=None, help="held-out users (default: 10%%, at most 10,000)")
-    p.add_argument("--timeout", type=float, default=420.0, help="seconds per fit before it is killed")
+    p.add_argument("--timeout", type=float, default=480.0, help="seconds per fit before it is killed")
+    p.add_argument("--max-memory-gib", type=float, default=16.0,
+                   help="address-space cap of each run (a run over it fails as 'out of memory'); 0: none")
     p.add_argument("--json", default=None, help="write all results here")
     p.add_argument("--synthetic-items", type=int, default=None,
                    help="instead of the datasets: the ordering's share of a default ICF fit on synthetic data")
@@ -320,6 +348,7 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     if args.worker:
         spec = json.loads(args.worker)
+        _cap_memory(spec)
         print(json.dumps(_jsonable(WORKERS[spec["mode"]](spec))))
         return
     if args.density_for is None:

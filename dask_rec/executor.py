@@ -102,9 +102,10 @@ class DaskExecutor:
                 h.release()
 
     def wait(self, handles) -> None:
-        from distributed import wait
+        # distributed.wait() would look up the *default* client; wait through ours instead
+        from distributed.client import _wait
 
-        wait(handles)
+        self.client.sync(_wait, list(handles))
 
     def tree_reduce(self, fn: Callable, handles: Sequence, fan_in: int = 8, key: str | None = None,
                     bigmem: bool = False):

@@ -63,8 +63,6 @@ def cluster_from_args(args):
     if any(tls.values()) and not all(tls.values()):
         missing = ", ".join(k for k, v in tls.items() if not v)
         raise ValueError(f"a TLS scheduler needs --tls-ca-file, --tls-cert and --tls-key together; missing {missing}")
-    if (args.scheduler or "").startswith("tls://") and not any(tls.values()):
-        raise ValueError(f"{args.scheduler} is a TLS scheduler: pass --tls-ca-file, --tls-cert and --tls-key")
     if all(tls.values()):
         from distributed.security import Security
 
