@@ -146,3 +146,18 @@ def test_lost_worker_during_umr_gives_the_same_model(yelp, yelp_in_process):
         weights = model.weights
     assert killed, "no UMR task was seen running, so no worker was killed"
     _same_weights(weights, yelp_in_process.weights)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dataset", ["gowalla", "amazon-book-kgat"])
+def test_distributed_fit_equals_in_process_on_large_datasets(dataset):
+    X = interaction_matrix(dataset)
+    config = SANSAConfig(10.0, 1e-3, ICFGramianFactorizerConfig(), UMRUnitLowerTriangleInverterConfig(scans=3, finetune_steps=10))
+    expected = SANSA(config).fit(X)
+    users = X[:: max(1, X.shape[0] // 3000)]
+    for n_workers in (1, 2, 3):
+        with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+                Client(cluster) as client:
+            model = SANSA(config).fit(X, client=client, progress=False)
+            _same_weights(model.weights, expected.weights)
+            np.testing.assert_array_equal(_top20(model, users), _top20(expected, users))
