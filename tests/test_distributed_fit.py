@@ -161,3 +161,20 @@ def test_distributed_fit_equals_in_process_on_large_datasets(dataset):
             model = SANSA(config).fit(X, client=client, progress=False)
             _same_weights(model.weights, expected.weights)
             np.testing.assert_array_equal(_top20(model, users), _top20(expected, users))
+
+
+@pytest.mark.slow
+def test_recommend_users_on_gowalla_split_equals_in_process_recommend():
+    from dask_rec.evaluation import split_strong_generalization
+
+    X = interaction_matrix("gowalla")
+    split = split_strong_generalization(X, n_test_users=3000, seed=0)
+    model = SANSA(SANSAConfig(10.0, 1e-3, ICFGramianFactorizerConfig(), UMRUnitLowerTriangleInverterConfig())).fit(split.train)
+    ids, scores = model.recommend(split.test_history, k=20)
+    for n_workers in (1, 2):
+        with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+                Client(cluster) as client:
+            frame = model.recommend_users(split.test_history, k=20, client=client, users_per_block=500)
+        got = np.full_like(ids, -1)
+        got[frame["user_id"].to_numpy(), frame["rank"].to_numpy() - 1] = frame["item_id"].to_numpy()
+        np.testing.assert_array_equal(got, ids)
