@@ -29,8 +29,6 @@ uses in parallel.
 from __future__ import annotations
 
 import os
-import shutil
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -420,33 +418,6 @@ def _plan_frame(frame, users, item_vocab, unknown, n_items, users_per_block, use
 # --------------------------------------------------------------------------------------------
 
 
-def _prepare_output(output, overwrite: bool) -> tuple[Path, Path]:
-    path = Path(output).absolute()  # workers may run in another directory
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:12]}"
-    tmp.mkdir()
-    return path, tmp
-
-
-def _commit_output(path: Path, tmp: Path) -> None:
-    if path.exists():
-        old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:12]}"
-        os.replace(path, old)
-        try:
-            os.replace(tmp, path)
-        except BaseException:
-            os.replace(old, path)
-            raise
-        if old.is_dir():
-            shutil.rmtree(old)
-        else:
-            old.unlink()
-    else:
-        os.replace(tmp, path)
-
-
 def _schema(user_ids, item_ids):
     import pyarrow as pa
 
@@ -581,26 +552,27 @@ def recommend_users(weights, histories, k: int = 10, exclude_seen: bool = True, 
                           np.zeros((0, k), np.float32), item_ids)
         return pd.concat(frames, ignore_index=True)
 
-    path, tmp = _prepare_output(output, overwrite)
-    schema = _schema(user_ids, item_ids)
-    parts = [str(tmp / f"part-{i:06d}.parquet") for i in range(len(payloads))]
-    handles = []
-    try:
-        if not payloads:
-            import pyarrow as pa
-            import pyarrow.parquet as pq
+    from .store import atomic_directory
 
-            pq.write_table(pa.Table.from_pylist([], schema=schema), tmp / "part-000000.parquet")
-        handles = executor.map(_recommend_task, payloads, user_ids, parts, shared=shared, k=k,
-                               exclude_seen=exclude_seen, schema=schema,
-                               n_threads=task_threads(executor), key="dask-rec-recommend")
-        executor.gather(handles)
-    except BaseException:
-        try:  # let tasks still running finish (and stop writing) before removing their directory
-            executor.wait(handles)
-        except Exception:
-            pass
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    _commit_output(path, tmp)
+    path = Path(output).absolute()  # workers may run in another directory
+    schema = _schema(user_ids, item_ids)
+    with atomic_directory(path, overwrite, marker="part-000000.parquet") as tmp:
+        parts = [str(tmp / f"part-{i:06d}.parquet") for i in range(len(payloads))]
+        handles = []
+        try:
+            if not payloads:
+                import pyarrow as pa
+                import pyarrow.parquet as pq
+
+                pq.write_table(pa.Table.from_pylist([], schema=schema), tmp / "part-000000.parquet")
+            handles = executor.map(_recommend_task, payloads, user_ids, parts, shared=shared, k=k,
+                                   exclude_seen=exclude_seen, schema=schema,
+                                   n_threads=task_threads(executor), key="dask-rec-recommend")
+            executor.gather(handles)
+        except BaseException:
+            try:  # let tasks still running finish (and stop writing) before their directory is removed
+                executor.wait(handles)
+            except Exception:
+                pass
+            raise
     return str(path)
