@@ -222,12 +222,23 @@ def _prune_task(M, key, start):
     return prune_by_key(M, key, True, start)
 
 
-def _summary_task(L, M, start, k):
-    """Residual statistics of one block and its top-``k`` columns by ``‖r_j‖ / sqrt(n − j)``."""
-    from dask_rec.kernels.umr import residual_norms
+def _summary_task(L, M, start, k, prev_M=None, prev=None):
+    """Residual statistics of one block and its top-``k`` columns by ``‖r_j‖ / sqrt(n − j)``.
+
+    With ``prev`` (this block's summary when it was ``prev_M``), only the columns that differ
+    from ``prev_M`` are recomputed; the others keep their norms, which are the same numbers (a
+    column's norm depends on that column and ``L`` only).
+    """
+    from dask_rec.kernels.umr import changed_columns, residual_norms
 
     n = L.shape[0]
-    norms = residual_norms(L, M, start)
+    if prev is None:
+        norms = residual_norms(L, M, start)
+    else:
+        norms = prev["norms"].copy()
+        cols = np.flatnonzero(changed_columns(M, prev_M))
+        if cols.size:
+            norms[cols] = residual_norms(L, M, start, cols)
     cols = np.arange(start, start + norms.shape[0], dtype=np.int64)
     scores = norms / np.sqrt(n - cols)
     return _top(
@@ -238,6 +249,7 @@ def _summary_task(L, M, start, k):
             "nnz": int(M.nnz),
             "cols": cols,
             "scores": scores,
+            "norms": norms,  # all of the block's, for the next incremental summary
         },
         k,
     )
@@ -291,6 +303,10 @@ class _Run:
         self.caps = _block_caps(self.bounds, self.n, self.keep, _cap_factor())
         self.name = name
         self.report: list[dict] = []
+        # the last residual summary, per block, and the blocks it was computed on (kept alive so
+        # the next summary recomputes only the columns that changed since)
+        self.summary_parts: list | None = None
+        self.summary_blocks: list | None = None
         if sp.issparse(L_handle) and self.ex.client is not None:
             # a matrix given directly: make it one task's result so tasks share it by key
             L_handle = self.ex.submit(_identity, L_handle, key=f"{name}-L")
@@ -330,15 +346,33 @@ class _Run:
         new = ex.map(_prune_task, hs, [int(key)] * len(hs), starts, key=f"{self.name}-prune")
         for b, h in zip(idx, new):
             handles[b] = h
-        ex.release(*hs)
+        self.release(*hs)
         return True, changed
 
+    def release(self, *handles) -> None:
+        """Release block handles, except those the residual summary still refers to."""
+        pinned = {id(h) for h in self.summary_blocks or ()}
+        self.ex.release(*[h for h in handles if id(h) not in pinned])
+
     def summarise(self, handles: list, k: int) -> dict:
-        idx = list(range(len(self.bounds)))
-        parts = self.ex.map(
-            _summary_task, [self.L] * len(idx), handles, self.starts(idx), [k] * len(idx),
+        """Residual statistics of the current ``M``: blocks unchanged since the last summary
+        reuse it, changed blocks recompute only their changed columns."""
+        n_blocks = len(self.bounds)
+        parts = list(self.summary_parts) if self.summary_parts is not None else [None] * n_blocks
+        prev_blocks = self.summary_blocks or [None] * n_blocks
+        todo = [b for b in range(n_blocks) if parts[b] is None or handles[b] is not prev_blocks[b]]
+        new = self.ex.map(
+            _summary_task, [self.L] * len(todo), [handles[b] for b in todo], self.starts(todo),
+            [k] * len(todo), [prev_blocks[b] for b in todo], [parts[b] for b in todo],
             key=f"{self.name}-residual",
         )
+        stale = [parts[b] for b in todo if parts[b] is not None]
+        current = {id(h) for h in handles}
+        stale += [h for h in prev_blocks if h is not None and id(h) not in current]
+        for b, h in zip(todo, new):
+            parts[b] = h
+        self.summary_parts, self.summary_blocks = parts, list(handles)
+        self.ex.release(*stale)
         return self.ex.gather(self.ex.tree_reduce(_merge_summaries, parts, FAN_IN, key=f"{self.name}-residual-sum"))
 
     def record(self, name: str, t0: float, summary: dict, **extra) -> None:
@@ -373,8 +407,15 @@ def _update(run: _Run, handles: list, idx: list, columns: list, skip_below: floa
     for b, h in zip(idx, ex.map(operator.getitem, results, [0] * len(idx), key=f"{run.name}-block")):
         handles[b] = h
     counts = ex.map(operator.getitem, results, [1] * len(idx), key=f"{run.name}-count")
-    ex.release(*old, *results)
+    run.release(*old)
+    ex.release(*results)
     return counts
+
+
+def _skip_scan(summary: dict, skip_below: float) -> bool:
+    """Whether a scan would leave every column alone: ``summary`` describes the current ``M``
+    and the kernels skip a column exactly when its residual norm (the same number) is below."""
+    return summary["max"] < skip_below
 
 
 def _umr(run: _Run, config: UMRUnitLowerTriangleInverterConfig):
@@ -394,6 +435,9 @@ def _umr(run: _Run, config: UMRUnitLowerTriangleInverterConfig):
         t0 = time.perf_counter()
         skip_below = scan_skip_threshold(s, config.log_norm_threshold, n)
         updated, prunes = 0, 0
+        if _skip_scan(summary, skip_below):
+            run.record(f"scan {s}", t0, summary, columns_updated=0, prunes=0)
+            continue
         for wave in run.waves:
             # an unchanged wave leaves M as the last prune left it: prune() then stops after one round
             pruned, changed = run.prune(handles, all_idx, counts=_update(run, handles, wave, [None] * len(wave), skip_below))

@@ -191,6 +191,44 @@ def test_umr_pruned_meets_target_and_keeps_diagonal(L_ml100k):
     assert report[-1]["mean_squared_residual_norm"] < report[0]["mean_squared_residual_norm"] / 5
 
 
+@pytest.mark.parametrize("factor", ["ml-100k", "near-identity"])
+def test_incremental_summaries_equal_recomputed_ones(L_ml100k, factor, monkeypatch):
+    """Summaries reuse the residual norms of unchanged columns, and a scan whose threshold lies
+    above every residual is skipped without tasks: neither changes a number of the result."""
+    import dask_rec.invert as inv
+
+    L = L_ml100k if factor == "ml-100k" else random_unit_lower(400, 6, 0.05, 1)
+    n = L.shape[0]
+    kw = dict(target_nnz=L.nnz, block_columns=128, wave_blocks=2)
+    config = UMR(scans=3, finetune_steps=5)
+    skips = []
+    skip_scan = inv._skip_scan
+    monkeypatch.setattr(inv, "_skip_scan", lambda *a: skips.append(skip_scan(*a)) or skips[-1])
+    fast_blocks, fast = invert_unit_lower(L, n, config, **kw)
+    # ml-100k's residuals are above the first thresholds; the near-identity factor's are below
+    assert skips == ([False] * 3 if factor == "ml-100k" else [True, False, False])
+
+    summarise = inv._Run.summarise
+
+    def from_scratch(self, handles, k):  # forget the previous summary every time
+        self.summary_parts = self.summary_blocks = None
+        return summarise(self, handles, k)
+
+    monkeypatch.setattr(inv._Run, "summarise", from_scratch)
+    monkeypatch.setattr(inv, "_skip_scan", lambda summary, skip_below: False)
+    slow_blocks, slow = invert_unit_lower(L, n, config, **kw)
+    same_blocks(fast_blocks, slow_blocks)
+    for a, b in zip(fast, slow):
+        assert a["pass"] == b["pass"] and a["columns_updated"] == b["columns_updated"]
+        assert a["max_residual_norm"] == b["max_residual_norm"] and a["nnz"] == b["nnz"]
+        assert a["mean_squared_residual_norm"] == pytest.approx(b["mean_squared_residual_norm"], rel=1e-12)
+    # the final report describes the final M
+    from dask_rec.kernels.umr import residual_norms
+
+    norms = residual_norms(L, assemble_blocks(fast_blocks), 0)
+    assert fast[-1]["max_residual_norm"] == norms.max()
+
+
 def test_umr_tiny_target_gives_identity(L_small):
     n = L_small.shape[0]
     blocks, _ = invert_unit_lower(L_small, n, UMR(scans=1, finetune_steps=1), target_nnz=n // 2, block_columns=100)

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dask_rec.kernels.exact_inverse import exact_inverse_block
-from dask_rec.kernels.umr import cap_block, initial_block, residual_norms, umr_update_block
+from dask_rec.kernels.umr import cap_block, changed_columns, initial_block, residual_norms, umr_update_block
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -156,6 +156,40 @@ def test_residual_norms_match_dense(problem):
     np.testing.assert_allclose(residual_norms(L, M, start), want, rtol=1e-9, atol=1e-12)
 
 
+@SETTINGS
+@given(block_problems(), st.integers(0, 2**32 - 1))
+def test_residual_norms_of_some_columns_equal_those_of_all(problem, seed):
+    n, density, scale, seed_, start, width, _ = problem
+    L = random_unit_lower(n, density, scale, seed_)
+    M = random_lower_block(n, start, width, density, seed_)
+    cols = np.random.default_rng(seed).permutation(width)[: max(1, width // 2)]
+    np.testing.assert_array_equal(residual_norms(L, M, start, cols), residual_norms(L, M, start)[cols])
+
+
+def test_changed_columns_finds_pattern_and_value_changes():
+    L = random_unit_lower(40, 0.2, 0.8, 5)
+    M = initial_block(L, 10, 20)
+    assert not changed_columns(M, M.copy()).any()
+    other = M.tolil()
+    other[35, 3] = 0.5  # a new entry in local column 3
+    B = other.tocsc()
+    B.sort_indices()
+    C = M.copy()
+    C.data[C.indptr[7]] += 1.0  # a changed value in local column 7
+    np.testing.assert_array_equal(np.flatnonzero(changed_columns(M, B)), [3])
+    np.testing.assert_array_equal(np.flatnonzero(changed_columns(M, C)), [7])
+    with pytest.raises(ValueError, match="different shapes"):
+        changed_columns(M, M[:, :5])
+
+
+def test_update_without_change_returns_the_block_uncapped():
+    L = random_unit_lower(50, 0.2, 0.8, 9)
+    M = initial_block(L, 0, 50)
+    out, norms, n_updated = umr_update_block(L, M, 0, skip_below=np.inf, cap=0)
+    assert n_updated == 0 and np.isnan(norms).sum() == 0
+    np.testing.assert_array_equal(out.toarray(), M.toarray())  # not capped to its diagonal
+
+
 # ---------------------------------------------------------------------------------------------
 # local cap (streaming compaction equals capping the finished block)
 # ---------------------------------------------------------------------------------------------
@@ -167,8 +201,11 @@ def test_capped_update_equals_cap_of_uncapped(problem, cap):
     n, density, scale, seed, start, width, columns = problem
     L = random_unit_lower(n, density, scale, seed)
     M = random_lower_block(n, start, width, density, seed)
-    full, _, _ = umr_update_block(L, M, start, columns)
+    full, _, n_updated = umr_update_block(L, M, start, columns)
     capped, _, _ = umr_update_block(L, M, start, columns, cap=cap)
+    if n_updated == 0:  # no column changed: the block comes back as it was, uncapped
+        np.testing.assert_array_equal(capped.toarray(), M.toarray())
+        return
     np.testing.assert_array_equal(capped.toarray(), cap_block(full, start, cap).toarray())
     np.testing.assert_array_equal(capped.toarray(), dense_cap(full.toarray(), start, cap))
 

@@ -32,6 +32,7 @@ __all__ = [
     "initial_block",
     "umr_update_block",
     "residual_norms",
+    "changed_columns",
     "cap_block",
 ]
 
@@ -224,22 +225,42 @@ def _umr_block(Lp, Li, Lx, n, Mp, Mi, Mx, col_start, update, skip_below, cap):
 
 
 @njit(nogil=True, cache=True)
-def _residual_norms(Lp, Li, Lx, n, Mp, Mi, Mx, col_start):
-    width = Mp.shape[0] - 1
+def _residual_norms(Lp, Li, Lx, n, Mp, Mi, Mx, col_start, cols):
+    """``‖r_j‖₂`` of the block's local columns ``cols`` (one value each, same order)."""
     r = np.zeros(n, dtype=np.float64)
     mark = np.zeros(n, dtype=np.bool_)
     pat = np.empty(n, dtype=np.int64)
-    norms = np.empty(width, dtype=np.float64)
-    for c in range(width):
+    norms = np.empty(cols.shape[0], dtype=np.float64)
+    for t in range(cols.shape[0]):
+        c = cols[t]
         lo = Mp[c]
         hi = Mp[c + 1]
         nr = _residual(Lp, Li, Lx, col_start + c, Mi[lo:hi], Mx[lo:hi], r, mark, pat)
         rr = 0.0
-        for t in range(nr):
-            rr += r[pat[t]] * r[pat[t]]
-        norms[c] = np.sqrt(rr)
+        for s in range(nr):
+            rr += r[pat[s]] * r[pat[s]]
+        norms[t] = np.sqrt(rr)
         _clear(r, mark, pat, nr)
     return norms
+
+
+@njit(nogil=True, cache=True)
+def _changed_columns(Ap, Ai, Ax, Bp, Bi, Bx):
+    """Columns whose stored pattern or values differ between two blocks of the same shape."""
+    width = Ap.shape[0] - 1
+    out = np.zeros(width, dtype=np.bool_)
+    for c in range(width):
+        a0 = Ap[c]
+        b0 = Bp[c]
+        count = Ap[c + 1] - a0
+        if count != Bp[c + 1] - b0:
+            out[c] = True
+            continue
+        for t in range(count):
+            if Ai[a0 + t] != Bi[b0 + t] or Ax[a0 + t] != Bx[b0 + t]:
+                out[c] = True
+                break
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -310,7 +331,8 @@ def umr_update_block(L, M, col_start: int, columns=None, skip_below: float = -1.
         Columns whose residual norm ``‖r_j‖₂`` is below this are left as they are.
     cap : int, optional
         Keep at most this many off-diagonal entries in the output, those of largest magnitude
-        (ties at the cut kept); ``None`` keeps everything.
+        (ties at the cut kept); ``None`` keeps everything. A block in which no column changed
+        is returned as it was, uncapped.
 
     Returns
     -------
@@ -334,15 +356,31 @@ def umr_update_block(L, M, col_start: int, columns=None, skip_below: float = -1.
         L.indptr, L.indices, L.data, n, M.indptr, M.indices, M.data, int(col_start), update,
         float(skip_below), -1 if cap is None else int(cap),
     )
+    if n_updated == 0:  # nothing changed: the block as it was (the cap only applies to updated blocks)
+        return M, norms, 0
     return _csc(indptr, indices, data, (n, width)), norms, int(n_updated)
 
 
-def residual_norms(L, M, col_start: int) -> np.ndarray:
-    """``‖e_j − L m_j‖₂`` for each column ``j`` of the block (float64)."""
+def residual_norms(L, M, col_start: int, columns=None) -> np.ndarray:
+    """``‖e_j − L m_j‖₂`` for each column ``j`` of the block (float64), or for the local
+    ``columns`` only (in that order). A column's value does not depend on which others are asked."""
     L = _check_L(L)
     n = L.shape[0]
     M = _as_block(M, n, M.shape[1])
-    return _residual_norms(L.indptr, L.indices, L.data, n, M.indptr, M.indices, M.data, int(col_start))
+    cols = np.arange(M.shape[1], dtype=np.int64) if columns is None else np.asarray(columns, dtype=np.int64)
+    return _residual_norms(L.indptr, L.indices, L.data, n, M.indptr, M.indices, M.data, int(col_start), cols)
+
+
+def changed_columns(A, B) -> np.ndarray:
+    """Boolean mask of the columns that differ (pattern or value) between blocks ``A`` and ``B``.
+
+    Both are CSC blocks of the same shape with sorted indices, as the kernels here produce.
+    """
+    if A.shape != B.shape:
+        raise ValueError(f"blocks of different shapes: {A.shape} and {B.shape}")
+    A = _as_block(A, A.shape[0], A.shape[1])
+    B = _as_block(B, B.shape[0], B.shape[1])
+    return _changed_columns(A.indptr, A.indices, A.data, B.indptr, B.indices, B.data)
 
 
 def cap_block(M, col_start: int, cap: int | None) -> sp.csc_matrix:
