@@ -42,6 +42,16 @@ Defaults (``dask.config`` keys, resolved when the argument is ``None``):
 Scans skip columns by :func:`scan_skip_threshold`, which reads the scan number 1-based as the
 reference does.
 
+Residual summaries (the max and mean residual norm logged per pass, and the worst columns that
+finetune steps update) are incremental: each block keeps its column norms from the last summary,
+and the next summary recomputes only the columns whose entries changed since (updated, or
+touched by a prune). A scan whose skip threshold lies above the largest residual norm of the
+current ``M`` would skip every column, so it is not run at all. Neither changes a number of the
+result (a column's norm depends only on that column and ``L``, computed by the same kernel);
+both matter when most columns are already good: on gowalla (δ = 1e-3, ICF) every scan skips
+every column and a finetune step changes 41 of 40,981 columns, and the inverse went from 10.7 s
+to 1.2 s in process.
+
 Invariance contract
 -------------------
 * Same inputs, same ``block_columns`` and ``wave_blocks``: bit-identical blocks in process and on
