@@ -70,7 +70,7 @@ def factorize_gramian(gramian_blocks, *, l2: float, density: float, factorizer_c
     X_blocks : list of csr_matrix, optional
         Row blocks of X, for the COLAMD ordering (which orders the columns of X).
     """
-    from .kernels.gramian import gramian_row_norms, icf_scaling, regularize, scale_symmetric
+    from .kernels.gramian import gramian_row_norms, icf_scaling, permuted_lower_triangle
     from .kernels.ordering import item_ordering
 
     t0 = time.perf_counter()
@@ -78,19 +78,18 @@ def factorize_gramian(gramian_blocks, *, l2: float, density: float, factorizer_c
     n = G.shape[0]
     stats = {"n_items": n, "gramian_nnz": int(G.nnz)}
     method = factorizer_config.factorization_method
-    if method == "ICF":
-        G = scale_symmetric(G, icf_scaling(gramian_row_norms(G)))
-    A = regularize(G, l2).tocsc()
-    del G
     X = None
     if factorizer_config.reordering_method == "colamd" and X_blocks is not None:
         X = X_blocks[0] if len(X_blocks) == 1 else sp.vstack(X_blocks, format="csr")
     t1 = time.perf_counter()
-    p = item_ordering(factorizer_config.reordering_method, X=X, A=A, item_counts=item_counts)
+    # AMD reads A's pattern without its diagonal: G's pattern is that of the scaled, regularised A
+    p = item_ordering(factorizer_config.reordering_method, X=X, A=G, item_counts=item_counts)
     del X
     stats["ordering_seconds"] = time.perf_counter() - t1
-    A_p = A[p][:, p].tocsc()
-    del A
+    # the factorizers read the lower triangle of A_p = P(SGS + λI)Pᵀ only: build just that
+    scaling = icf_scaling(gramian_row_norms(G)) if method == "ICF" else None
+    A_p = permuted_lower_triangle(G, p, l2, scaling)
+    del G
     budget = factor_budget(density, n)
     t2 = time.perf_counter()
     if method == "ICF":
@@ -114,10 +113,10 @@ def factorize_gramian(gramian_blocks, *, l2: float, density: float, factorizer_c
 def factorization_memory_estimate(gramian_nnz: int, n_items: int, density: float) -> int:
     """Bytes the factorization task needs at its peak, roughly (for a clear error up front).
 
-    The Gramian is held in a few CSR/CSC copies (scaled, regularised, permuted: 12 bytes an entry
-    each, about three alive at once) and the factor's budget twice (working arrays and result).
+    The Gramian (CSR, 12 bytes an entry) and the lower triangle of the permuted matrix (half as
+    many entries) are alive together, then the factor's budget twice (working arrays and result).
     """
-    return int(3 * 12 * gramian_nnz + 2 * 16 * factor_budget(density, n_items) + 64 * n_items)
+    return int(1.5 * 12 * gramian_nnz + 2 * 16 * factor_budget(density, n_items) + 64 * n_items)
 
 
 def check_factorization_memory(executor, gramian_nnz: int, n_items: int, density: float) -> None:

@@ -194,9 +194,9 @@ def too_small_fit(store, workdir, tmp_path_factory):
 
     X = store.to_scipy()
     need = factorization_memory_estimate(sp.csr_matrix(X.T @ X).nnz, X.shape[1], 2e-3)
-    limit = 64 * 2**20
+    limit = 48 * 2**20
     assert need > 2 * limit, need
-    # no memory management on this cluster: a worker process is bigger than its 64 MiB limit, and
+    # no memory management on this cluster: a worker process is bigger than its 48 MiB limit, and
     # the nanny must neither pause nor restart it for that
     env = {f"DASK_DISTRIBUTED__WORKER__MEMORY__{k}": "False" for k in ("TARGET", "SPILL", "PAUSE", "TERMINATE")}
     with ProcessCluster(tmp_path_factory.mktemp("small"), workers=1, bigmem_workers=1, memory_limit="2GiB",

@@ -15,6 +15,7 @@ from dask_rec.kernels.gramian import (
     gramian_row_norms,
     icf_scaling,
     item_counts,
+    permuted_lower_triangle,
     regularize,
     scale_symmetric,
     sum_gramians,
@@ -199,3 +200,33 @@ def test_ml100k_blocks_match_scipy():
     np.testing.assert_array_equal(block_gramian(X, 500, 1100).toarray(), expected[:, 500:1100])
     np.testing.assert_array_equal(item_counts(X), np.asarray((X != 0).sum(axis=0)).ravel())
     assert n == 1682
+
+
+@settings(max_examples=40, deadline=None)
+@given(sparse_interactions(), st.integers(0, 2**32 - 1), st.booleans())
+def test_permuted_lower_triangle_equals_scale_regularize_permute(X, seed, scaled):
+    """One pass gives the lower triangle of A[p][:, p], A = SGS + λI, bit for bit, including
+    items without interactions (no stored diagonal in G: the entry is λ)."""
+    G = block_gramian(X)
+    n = G.shape[0]
+    p = np.random.default_rng(seed).permutation(n)
+    s = icf_scaling(gramian_row_norms(G)) if scaled else None
+    A = regularize(scale_symmetric(G, s) if scaled else G, 2.5).tocsr()
+    want = sp.tril(A[p][:, p]).tocsc()
+    want.sort_indices()
+    got = permuted_lower_triangle(G, p, 2.5, s)
+    assert got.has_sorted_indices
+    np.testing.assert_array_equal(got.indptr, want.indptr)
+    np.testing.assert_array_equal(got.indices, want.indices)
+    np.testing.assert_array_equal(got.data, want.data)
+    np.testing.assert_array_equal(got.indices[got.indptr[:-1]], np.arange(n))  # diagonal first
+
+
+def test_permuted_lower_triangle_rejects_bad_input():
+    G = sp.identity(4, format="csr")
+    with pytest.raises(ValueError, match="permutation"):
+        permuted_lower_triangle(G, [0, 1, 1, 3], 1.0)
+    with pytest.raises(ValueError, match="square"):
+        permuted_lower_triangle(sp.csr_matrix((3, 4)), [0, 1, 2], 1.0)
+    with pytest.raises(ValueError, match="one entry per item"):
+        permuted_lower_triangle(G, [0, 1, 2, 3], 1.0, s=np.ones(3))
