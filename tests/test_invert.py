@@ -193,30 +193,40 @@ def test_umr_pruned_meets_target_and_keeps_diagonal(L_ml100k):
 
 @pytest.mark.parametrize("factor", ["ml-100k", "near-identity"])
 def test_incremental_summaries_equal_recomputed_ones(L_ml100k, factor, monkeypatch):
-    """Summaries reuse the residual norms of unchanged columns, and a scan whose threshold lies
-    above every residual is skipped without tasks: neither changes a number of the result."""
+    """Summaries reuse the residual norms of unchanged columns, a scan whose threshold lies above
+    every residual is skipped without tasks, and a prune whose threshold stays in the last
+    one's coarse bin needs no second histogram round: none changes a number of the result."""
     import dask_rec.invert as inv
 
     L = L_ml100k if factor == "ml-100k" else random_unit_lower(400, 6, 0.05, 1)
     n = L.shape[0]
     kw = dict(target_nnz=L.nnz, block_columns=128, wave_blocks=2)
     config = UMR(scans=3, finetune_steps=5)
-    skips = []
-    skip_scan = inv._skip_scan
+    skips, fine_rounds = [], []
+    skip_scan, fine_task = inv._skip_scan, inv._fine_task
     monkeypatch.setattr(inv, "_skip_scan", lambda *a: skips.append(skip_scan(*a)) or skips[-1])
+    monkeypatch.setattr(inv, "_fine_task", lambda *a: fine_rounds.append(1) or fine_task(*a))
     fast_blocks, fast = invert_unit_lower(L, n, config, **kw)
+    fast_fine = len(fine_rounds)
     # ml-100k's residuals are above the first thresholds; the near-identity factor's are below
     assert skips == ([False] * 3 if factor == "ml-100k" else [True, False, False])
 
-    summarise = inv._Run.summarise
+    summarise, prune = inv._Run.summarise, inv._Run.prune
 
     def from_scratch(self, handles, k):  # forget the previous summary every time
         self.summary_parts = self.summary_blocks = None
         return summarise(self, handles, k)
 
+    def without_guess(self, *args, **kwargs):  # no guessed threshold bin: always a second round
+        self.last_bin = None
+        return prune(self, *args, **kwargs)
+
     monkeypatch.setattr(inv._Run, "summarise", from_scratch)
+    monkeypatch.setattr(inv._Run, "prune", without_guess)
     monkeypatch.setattr(inv, "_skip_scan", lambda summary, skip_below: False)
+    fine_rounds.clear()
     slow_blocks, slow = invert_unit_lower(L, n, config, **kw)
+    assert fast_fine < len(fine_rounds)  # the guessed bin saved second rounds
     same_blocks(fast_blocks, slow_blocks)
     for a, b in zip(fast, slow):
         assert a["pass"] == b["pass"] and a["columns_updated"] == b["columns_updated"]
