@@ -50,14 +50,14 @@ ORDERINGS = ("colamd", "amd", "popularity", "natural")
 DEFAULT_DENSITY_FOR = ("ciao/icf=5e-4", "ciao/cholmod=5e-4", "gowalla/cholmod=5e-4")
 #: Combinations left out of the full run, with the reason (measured beforehand, see the README).
 DEFAULT_SKIP = (
-    # calibration on this machine (2 shared cores), exact CHOLMOD factor after COLAMD, l2=10:
-    # amazon-book-kgat 258M non-zeros, 183 s, 7.4 GiB RSS; ciao 458M, 196 s, 12 GiB; gowalla did not
-    # finish in 11 min (over 12 GiB). On yelp2020 the popularity order doubled the fill (167M vs
-    # 83M) and took 4x as long (111 s vs 28 s); the natural order is worse still (202M).
+    # measured on this machine (2 cores, 24 GiB), exact CHOLMOD factor, l2=10: COLAMD gives
+    # amazon-book-kgat 250M non-zeros (78 s, 9.5 GiB peak), ciao 390M (126 s, 12.7 GiB); gowalla did
+    # not finish in 11 min (over 12 GiB). On yelp2020 the popularity order more than doubled the
+    # fill (164M vs 73M) and took 4x as long (81 s vs 21 s); the natural order is worse still (201M).
     "gowalla/cholmod=COLAMD's exact factor alone ran over 11 min and 12 GiB in calibration (killed)",
-    "amazon-book-kgat/cholmod/popularity=about 2x COLAMD's 258M fill and 4x its 183 s: past timeout and memory cap",
-    "amazon-book-kgat/cholmod/natural=more fill than popularity order (yelp2020: 202M vs 167M vs 83M for COLAMD)",
-    "ciao/cholmod/popularity=about 2x COLAMD's 458M fill (12 GiB): would not fit in memory",
+    "amazon-book-kgat/cholmod/popularity=about 2x COLAMD's 250M fill (as on yelp2020): ~19 GiB, past the memory cap",
+    "amazon-book-kgat/cholmod/natural=more fill than popularity order (yelp2020: 201M vs 164M vs 73M for COLAMD)",
+    "ciao/cholmod/popularity=about 2x COLAMD's 390M fill (12.7 GiB): would not fit in memory",
     "ciao/cholmod/natural=more fill than popularity order: would not fit in memory",
 )
 

@@ -304,13 +304,13 @@ def test_local_cap_is_a_no_op_on_real_factor(L_ml100k):
 
 
 def test_partition_defaults_and_config_keys():
-    assert resolve_partition(20_000) == (1024, 2)  # 20 blocks, at most 16 waves
-    assert resolve_partition(1_000_000) == (1024, 62)
-    assert resolve_partition(500) == (1024, 1)
+    assert resolve_partition(20_000) == (4096, 1)  # 5 blocks, at most 16 waves
+    assert resolve_partition(1_000_000) == (4096, 16)  # 245 blocks
+    assert resolve_partition(500) == (4096, 1)
     with dask.config.set({"dask_rec.umr.block-columns": 100, "dask_rec.umr.wave-blocks": 3}):
         assert resolve_partition(20_000) == (100, 3)
-    with dask.config.set({"dask_rec.umr.waves-per-pass": 4}):
-        assert resolve_partition(20_000) == (1024, 5)
+    with dask.config.set({"dask_rec.umr.waves-per-pass": 2}):
+        assert resolve_partition(200_000) == (4096, 25)  # 49 blocks
     assert resolve_partition(20_000, 500, 7) == (500, 7)
     with pytest.raises(ValueError):
         resolve_partition(10, 0)
