@@ -133,6 +133,7 @@ def worker_synthetic_fit(spec: dict) -> dict:
     import warnings
 
     from dask_rec import SANSA, SANSAConfig
+    from dask_rec.config import config_to_dict
 
     logging.basicConfig(level=logging.WARNING)
     warnings.simplefilter("ignore")
@@ -148,7 +149,7 @@ def worker_synthetic_fit(spec: dict) -> dict:
     return {
         "n_users": X.shape[0], "n_items": X.shape[1], "nnz": int(X.nnz),
         "items_with_interactions": int(np.count_nonzero(np.diff(X.tocsc().indptr))),
-        "generate_s": gen_s, "config": _jsonable(__import__("dask_rec").config_to_dict(config)),
+        "generate_s": gen_s, "config": _jsonable(config_to_dict(config)),
         "ordering": config.gramian_factorizer_config.reordering_method,
         "order_s": f["ordering_seconds"], "factor_s": f["factorization_seconds"], "fit_s": rep["total_seconds"],
         "fit_wall_s": wall, "order_share": f["ordering_seconds"] / rep["total_seconds"],
