@@ -164,6 +164,8 @@ def test_residual_norms_of_some_columns_equal_those_of_all(problem, seed):
     M = random_lower_block(n, start, width, density, seed_)
     cols = np.random.default_rng(seed).permutation(width)[: max(1, width // 2)]
     np.testing.assert_array_equal(residual_norms(L, M, start, cols), residual_norms(L, M, start)[cols])
+    with pytest.raises(ValueError, match="local column indices"):
+        residual_norms(L, M, start, [width])
 
 
 def test_changed_columns_finds_pattern_and_value_changes():

@@ -368,6 +368,8 @@ def residual_norms(L, M, col_start: int, columns=None) -> np.ndarray:
     n = L.shape[0]
     M = _as_block(M, n, M.shape[1])
     cols = np.arange(M.shape[1], dtype=np.int64) if columns is None else np.asarray(columns, dtype=np.int64)
+    if cols.ndim != 1 or (cols.size and (cols.min() < 0 or cols.max() >= M.shape[1])):
+        raise ValueError(f"columns must be local column indices in [0, {M.shape[1]})")
     return _residual_norms(L.indptr, L.indices, L.data, n, M.indptr, M.indices, M.data, int(col_start), cols)
 
 
