@@ -37,3 +37,23 @@ def test_cli_bad_arguments_give_one_line_and_exit_2(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "dask_rec.cli", "fit", str(tmp_path / "missing"), str(tmp_path / "m")],
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "missing" in proc.stderr.strip().splitlines()[-1]
+
+
+def test_cli_keeps_dask_chatter_for_verbose(tmp_path):
+    """A LocalCluster started by the CLI logs its own start/stop messages only with -v."""
+    import pandas as pd
+
+    log = tmp_path / "log.parquet"
+    pd.DataFrame({"user_id": [1, 1, 2, 3, 3], "item_id": ["a", "b", "a", "b", "c"]}).to_parquet(log)
+
+    def ingest(*flags, target):
+        return subprocess.run([sys.executable, "-m", "dask_rec.cli", *flags, "ingest", str(log),
+                               str(tmp_path / target), "--workers", "1"], capture_output=True, text=True,
+                              timeout=180)
+
+    quiet = ingest(target="quiet.zarr")
+    assert quiet.returncode == 0, quiet.stderr[-2000:]
+    assert "INFO dask_rec" in quiet.stderr and " distributed." not in quiet.stderr, quiet.stderr[-2000:]
+    chatty = ingest("-v", target="chatty.zarr")
+    assert chatty.returncode == 0, chatty.stderr[-2000:]
+    assert "INFO distributed.scheduler" in chatty.stderr

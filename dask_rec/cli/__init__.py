@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Run 'dask-rec COMMAND --help' for a command's options. "
         "Typical flow: generate (or bring a log) -> ingest -> fit -> evaluate -> recommend.",
     )
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output: -v adds Dask's own INFO messages, -vv debug")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMANDS:
         try:
@@ -78,6 +78,11 @@ def main(argv=None) -> int:
         level=[logging.INFO, logging.INFO, logging.DEBUG][min(args.verbose, 2)],
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if args.verbose == 0:  # Dask's own start/stop chatter only with -v
+        import dask.config
+
+        dask.config.set({"logging.distributed": "warning"})  # read when distributed is imported
+        logging.getLogger("distributed").setLevel(logging.WARNING)
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE
