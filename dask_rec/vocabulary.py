@@ -191,7 +191,7 @@ class Vocabulary:
         if kind == "int":
             values = sorted_unique(values)
         else:
-            values = pd.unique(values)
+            values = values.unique()
             values = values[values.argsort(kind="stable")] if len(values) else values
         self._kind = kind
         self._ids = values
