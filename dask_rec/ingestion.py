@@ -67,6 +67,18 @@ class _Spec:
 # partition kernels (no Dask in here)
 # ----------------------------------------------------------------------------------------------
 
+def _drop_invalid(df: pd.DataFrame, col: str, bad: np.ndarray, drop: np.ndarray, spec: _Spec, what: str) -> int:
+    """Mark the rows of ``col`` flagged ``bad`` (and not dropped already) in ``drop``, or, with
+    ``on_invalid='error'``, reject them naming a few; returns how many were marked."""
+    bad = bad & ~drop
+    n = int(bad.sum())
+    if n and spec.on_invalid == "error":
+        shown = ", ".join(repr(v) for v in pd.Series(df[col].to_numpy()[bad][:5]).tolist())
+        raise ValueError(what.format(col=col, n=n) + f", e.g. {shown}; pass on_invalid='drop' to drop those rows")
+    drop |= bad
+    return n
+
+
 def _clean(df: pd.DataFrame, spec: _Spec):
     """Check one partition and return ``(users, items, values, ts, stats)`` of its valid rows."""
     stats = {"rows": int(len(df)), "null_ids": 0, "invalid_values": 0, "invalid_timestamps": 0}
@@ -82,25 +94,13 @@ def _clean(df: pd.DataFrame, spec: _Spec):
     values = ts = None
     if spec.value_col is not None:
         values, bad = _numeric(df[spec.value_col], spec.value_col)
-        bad = bad & ~drop
-        if bad.any():
-            if spec.on_invalid == "error":
-                shown = ", ".join(repr(v) for v in pd.Series(df[spec.value_col].to_numpy()[bad][:5]).tolist())
-                raise ValueError(f"value column {spec.value_col!r} has {int(bad.sum())} invalid values "
-                                 f"(null, NaN, infinite, negative or not a number), e.g. {shown}; "
-                                 "pass on_invalid='drop' to drop those rows")
-            stats["invalid_values"] = int(bad.sum())
-            drop |= bad
+        stats["invalid_values"] = _drop_invalid(
+            df, spec.value_col, bad, drop, spec,
+            "value column {col!r} has {n} invalid values (null, NaN, infinite, negative or not a number)")
     if spec.ts_col is not None:
         ts, bad = _timestamps(df[spec.ts_col], spec.ts_col)
-        bad = bad & ~drop
-        if bad.any():
-            if spec.on_invalid == "error":
-                shown = ", ".join(repr(v) for v in pd.Series(df[spec.ts_col].to_numpy()[bad][:5]).tolist())
-                raise ValueError(f"timestamp column {spec.ts_col!r} has {int(bad.sum())} invalid values, e.g. {shown}; "
-                                 "pass on_invalid='drop' to drop those rows")
-            stats["invalid_timestamps"] = int(bad.sum())
-            drop |= bad
+        stats["invalid_timestamps"] = _drop_invalid(
+            df, spec.ts_col, bad, drop, spec, "timestamp column {col!r} has {n} invalid values")
     keep = ~drop
     users = _ids(df[spec.user_col], spec.user_col, keep, spec)
     items = _ids(df[spec.item_col], spec.item_col, keep, spec)
