@@ -181,6 +181,31 @@ def test_recommend_block_close_to_twin_with_float_weights(problem):
         assert abs(exact[r, ids[r, c]] - exact[r, ids_n[r, c]]) <= 1e-5 * max(1.0, abs(top_n[r, c]))
 
 
+@HYPOTHESIS
+@given(st.integers(0, 2**32 - 1), st.integers(65, 400), st.integers(1, 8), st.booleans(), st.booleans())
+def test_recommend_block_chunked_scan_on_many_items(seed, n, k, use_allowed, with_nan):
+    # enough items that the scan passes over whole chunks once its heap is full (the small
+    # problems above fit in one chunk); NaN weights make NaN scores, which are never candidates
+    rng = np.random.default_rng(seed)
+    X = _sparse(rng, (12, n), 0.03)
+    X.data[:] = np.abs(X.data)
+    W1 = _sparse(rng, (n, n), 0.03)
+    W2 = _sparse(rng, (n, n), 0.05)
+    if with_nan:
+        W2.data[rng.random(W2.nnz) < 0.02] = np.nan
+    allowed = rng.random(n) < 0.7 if use_allowed else None
+    ids, top = recommend_block(X, W1, W2, k, allowed=allowed)
+    dense = score_block(X, W1, W2, fill_value=-np.inf)  # no chunks in topk_block's scan
+    ids_d, top_d = topk_block(dense, k, exclude=X, allowed=allowed)
+    np.testing.assert_array_equal(ids, ids_d)
+    np.testing.assert_array_equal(top, top_d)
+    _assert_contract(ids, top, X)
+    if not with_nan:  # the dense twin spreads NaN (0 * NaN) where the sparse product has none
+        ids_n, top_n = recommend_block_naive(X, W1, W2, k, allowed=allowed)
+        np.testing.assert_array_equal(ids, ids_n)
+        np.testing.assert_array_equal(top, top_n)
+
+
 def test_masked_item_with_zero_score_never_beats_negative_scores():
     # the reference sets masked scores to 0, so a seen item would outrank negative candidates
     X = sp.csr_matrix(np.array([[1.0, 1.0, 0.0, 0.0]], np.float32))

@@ -34,6 +34,9 @@ from __future__ import annotations
 import numba
 import numpy as np
 import scipy.sparse as sp
+from llvmlite import ir
+from numba.core import cgutils, types
+from numba.extending import intrinsic
 
 __all__ = [
     "score_block",
@@ -52,10 +55,43 @@ __all__ = [
 _JIT = dict(nogil=True, cache=True)
 _NEG_INF = np.float32(-np.inf)
 
+# Scatter tuning (measured on gowalla, W2 of 13 MiB, which does not stay in cache): rows of W2
+# are requested this many latent entries ahead of their use, the first lines of each...
+_PREFETCH_AHEAD = 8
+_PREFETCH_ENTRIES = 48  # ...covering this many stored entries (3 cache lines of int32/float32)
+# ...and the top-k scan visits items in chunks, skipping a chunk whose largest score cannot
+# enter the full heap.
+_SCAN_CHUNK = 64
+
 
 # --------------------------------------------------------------------------------------------
 # numba building blocks: a bounded "worst at the root" heap, the latent row and the scatter
 # --------------------------------------------------------------------------------------------
+
+
+_I8P = ir.IntType(8).as_pointer()
+# LLVM mangles the intrinsic by pointer type: "p0" with opaque pointers, "p0i8" with typed ones.
+_PREFETCH_NAME = "llvm.prefetch.p0" if str(_I8P) == "ptr" else "llvm.prefetch.p0i8"
+
+
+@intrinsic
+def _prefetch(typingctx, array, index):
+    """Hint the CPU to fetch ``array[index]`` into cache (``llvm.prefetch``: read, keep)."""
+    sig = types.void(array, index)
+
+    def codegen(context, builder, signature, args):
+        array_type = signature.args[0]
+        array_value = context.make_array(array_type)(context, builder, args[0])
+        address = cgutils.get_item_pointer(context, builder, array_type, array_value, [args[1]],
+                                           wraparound=False)
+        i32 = ir.IntType(32)
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [_I8P, i32, i32, i32]), _PREFETCH_NAME
+        )
+        builder.call(fn, [builder.bitcast(address, _I8P), i32(0), i32(3), i32(1)])
+        return context.get_dummy_value()
+
+    return sig, codegen
 
 
 @numba.njit(inline="always", **_JIT)
@@ -142,9 +178,19 @@ def _latent_row(x_ind, x_val, w1_ptr, w1_ind, w1_val, lat, lat_mark, lat_list, s
 def _scatter_row(lat, lat_list, n_lat, w2_ptr, w2_ind, w2_val, acc):
     """``acc += latent · W2``: the hot loop, one scatter-add per stored entry of W2 used.
 
-    A dense accumulator without per-entry bookkeeping; exact zeros mean "no score".
+    A dense accumulator without per-entry bookkeeping; exact zeros mean "no score". The rows of
+    ``W2`` are scattered over memory, so each is prefetched a few rows ahead of its use (twice as
+    far ahead, its pointer): the loop no longer waits on one cache miss at a time.
     """
     for t in range(n_lat):
+        if t + _PREFETCH_AHEAD < n_lat:
+            ahead = lat_list[t + _PREFETCH_AHEAD]
+            end = min(w2_ptr[ahead + 1], w2_ptr[ahead] + _PREFETCH_ENTRIES)
+            for q in range(w2_ptr[ahead], end, 16):
+                _prefetch(w2_ind, q)
+                _prefetch(w2_val, q)
+        if t + 2 * _PREFETCH_AHEAD < n_lat:
+            _prefetch(w2_ptr, lat_list[t + 2 * _PREFETCH_AHEAD])
         l = lat_list[t]
         v = lat[l]
         for q in range(w2_ptr[l], w2_ptr[l + 1]):
@@ -188,18 +234,29 @@ def _recommend_kernel(x_ptr, x_ind, x_val, w1_ptr, w1_ind, w1_val, w2_ptr, w2_in
             for p in range(ex_ptr[r], ex_ptr[r + 1]):
                 acc[ex_ind[p]] = 0.0
         # Items are visited in increasing id, so a later item must beat the heap's worst
-        # strictly; once the heap is full most items fail this one predictable compare.
+        # strictly; once the heap is full, a chunk whose largest score does not beat it is
+        # passed over whole (NaN never beats it, and never is a candidate).
         size = 0
         threshold = _NEG_INF  # also rejects -inf and NaN
-        for j in range(n_out):
-            s = np.float32(acc[j])
-            if s > threshold and s != 0:  # 0: no score
-                if use_allowed and not allowed[j]:
+        for c0 in range(0, n_out, _SCAN_CHUNK):
+            c1 = min(c0 + _SCAN_CHUNK, n_out)
+            if size == k:
+                largest = -np.inf
+                for j in range(c0, c1):
+                    if acc[j] > largest:  # a NaN never becomes the largest
+                        largest = acc[j]
+                if not np.float32(largest) > threshold:
+                    acc[c0:c1] = 0.0
                     continue
-                size = _offer(hs, hi, size, s, j)
-                if size == k:
-                    threshold = hs[0]
-        acc[:] = 0.0
+            for j in range(c0, c1):
+                s = np.float32(acc[j])
+                if s > threshold and s != 0:  # 0: no score
+                    if use_allowed and not allowed[j]:
+                        continue
+                    size = _offer(hs, hi, size, s, j)
+                    if size == k:
+                        threshold = hs[0]
+            acc[c0:c1] = 0.0
         _drain(hs, hi, size, out_ids[r], out_scores[r])
 
 
