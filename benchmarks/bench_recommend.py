@@ -247,7 +247,8 @@ def main(argv=None) -> None:
           f"W1/W2 {W1.nnz:,} / {W2.nnz:,} non-zeros; {full.size:,} users have >= {args.k} candidates, "
           f"{chosen.size:,} drawn; {os.cpu_count()} cores", flush=True)
     # the work exact scoring cannot avoid: one multiply-add per stored entry of W2 a user reaches
-    latent = (X[chosen] @ W1).tocsr()
+    X_chosen = X[chosen]
+    latent = (X_chosen @ W1).tocsr()
     reached = np.diff(W2.indptr)[latent.indices].sum() / max(chosen.size, 1)
     print(f"per user: {latent.nnz / max(chosen.size, 1):,.0f} latent entries reaching {reached:,.0f} "
           f"entries of W2 ({W2.data.nbytes + W2.indices.nbytes:,} bytes)", flush=True)
@@ -257,7 +258,7 @@ def main(argv=None) -> None:
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        sp.save_npz(work / "X.npz", X[chosen])
+        sp.save_npz(work / "X.npz", X_chosen)
         sp.save_npz(work / "W1.npz", W1)
         sp.save_npz(work / "W2.npz", W2)
         for kind, block in plan:

@@ -29,8 +29,8 @@ Defaults (``dask.config`` keys, resolved when the argument is ``None``):
 * ``dask_rec.umr.wave-blocks`` = ``"auto"``: the fewest blocks per wave that keep a scan to at
   most ``dask_rec.umr.waves-per-pass`` (default 16) waves, i.e. at most 16 global prunes per
   scan (one per finetune step). A prune reads all of ``M`` and costs two or three rounds of tasks
-  over all blocks plus one or two small gathers (see above); the reference prunes after every ``ceil(n·δ)`` columns,
-  ``1/δ`` prunes per scan (200 to 1000 on yelp2020), which does not scale. Measured effect of
+  over all blocks plus one or two small gathers (see above); the reference prunes after every
+  ``ceil(n·δ)`` columns, ``1/δ`` prunes per scan (200 to 1000 on yelp2020), which does not scale. Measured effect of
   the coarser prune on the residual after 3–5 scans and 10 finetune steps: none to 4 digits on
   yelp2020 (mean ‖r_j‖² 1.077e-4 with 10 waves, 199 waves or the reference at δ = 5e-3;
   3.432e-5 for all at δ = 1e-3; 3.431e-5 with a single wave per scan).

@@ -95,22 +95,34 @@ def item_ordering(method, *, X=None, A=None, item_counts=None) -> np.ndarray:
             raise ValueError(f"item_counts must be one-dimensional; got shape {counts.shape}")
         return np.argsort(counts, kind="stable").astype(np.int64)
 
-    from sksparse import cholmod
-
     if name == "colamd":
         if X is not None:
-            return _perm(cholmod.analyze_AAt(_pattern_csc(_as_sparse(X, "X").T), ordering_method="colamd", mode=_MODE))
+            return _cholmod_order_of_interactions(X, "colamd")
         if A is not None:
             # No X to run COLAMD on: AMD on A's pattern, as CHOLMOD does for symmetric input.
-            return _perm(cholmod.analyze(_pattern_csc(_as_sparse(A, "A")), ordering_method="amd", mode=_MODE))
+            return _cholmod_order_of_gramian(A, "amd")
         raise ValueError("the colamd ordering needs the interactions X (or, failing that, the Gramian A)")
 
     # amd
     if A is not None:
-        return _perm(cholmod.analyze(_pattern_csc(_as_sparse(A, "A")), ordering_method="amd", mode=_MODE))
+        return _cholmod_order_of_gramian(A, "amd")
     if X is not None:
-        return _perm(cholmod.analyze_AAt(_pattern_csc(_as_sparse(X, "X").T), ordering_method="amd", mode=_MODE))
+        return _cholmod_order_of_interactions(X, "amd")
     raise ValueError("the amd ordering needs the Gramian A (or the interactions X)")
+
+
+def _cholmod_order_of_gramian(A, method: str) -> np.ndarray:
+    """CHOLMOD's ``method`` ordering of the symmetric pattern of ``A``."""
+    from sksparse import cholmod
+
+    return _perm(cholmod.analyze(_pattern_csc(_as_sparse(A, "A")), ordering_method=method, mode=_MODE))
+
+
+def _cholmod_order_of_interactions(X, method: str) -> np.ndarray:
+    """CHOLMOD's ``method`` ordering of the pattern of ``XᵀX``, from ``X`` (XᵀX is not formed)."""
+    from sksparse import cholmod
+
+    return _perm(cholmod.analyze_AAt(_pattern_csc(_as_sparse(X, "X").T), ordering_method=method, mode=_MODE))
 
 
 #: CHOLMOD's symbolic analysis after the ordering. Only the permutation is used, and it is the same
