@@ -153,3 +153,75 @@ def submit_factorization(executor, gramian_handles: list, *, l2, density, factor
 
 def _factorize_from_handles(gramian_blocks, item_counts, X_blocks, **kwargs):
     return factorize_gramian(gramian_blocks, item_counts=item_counts, X_blocks=X_blocks, **kwargs)
+
+
+# --------------------------------------------------------------------------------------------
+# ICF read from the Gramian's lower triangle in column blocks (in memory or on disk)
+# --------------------------------------------------------------------------------------------
+
+
+def factorize_lower_gramian(lower, *, l2: float, density: float, factorizer_config) -> Factor:
+    """Kernel of the streamed stage (no Dask): ICF of ``P(SGS + λI)Pᵀ`` read block by block.
+
+    ``lower`` is a :class:`~dask_rec.gramian_store.LowerGramian` whose blocks are the lower
+    triangle of ``G_p = PGPᵀ`` in the fit's order. A first pass over the blocks gives G's
+    diagonal and row norms (the ICF scaling ``s``); then :func:`~dask_rec.kernels.icf.icf_ldlt_streamed`
+    reads the blocks again in order, each scaled as it is read (``(g·s_i)·s_j``), so one block
+    and the factor are all that is held: about ``20·budget + 120·n`` bytes plus one block.
+    """
+    from .kernels.gramian import icf_scaling, lower_block_sums, scale_lower_block
+    from .kernels.icf import icf_ldlt_streamed
+
+    t0 = time.perf_counter()
+    n = int(lower.n_items)
+    sumsq = np.zeros(n, dtype=np.float64)
+    G_diag = np.full(n, np.nan)
+    for c, (j0, _) in enumerate(lower.bounds):
+        lower_block_sums(lower.block(c), j0, sumsq, G_diag)
+    s = icf_scaling(np.sqrt(sumsq))
+    present = ~np.isnan(G_diag)
+    diag = np.full(n, float(l2))
+    diag[present] = (G_diag[present] * s[present]) * s[present] + l2  # as permuted_lower_triangle
+    del sumsq, G_diag, present
+    t1 = time.perf_counter()
+
+    def columns():
+        for c, (j0, j1) in enumerate(lower.bounds):
+            block = lower.block(c)
+            yield j0, j1, block.indptr, block.indices, scale_lower_block(block, j0, s)
+
+    budget = factor_budget(density, n)
+    L, d, fstats = icf_ldlt_streamed(columns, n, diag, budget, shift_step=factorizer_config.factorization_shift_step,
+                                     shift_multiplier=factorizer_config.factorization_shift_multiplier,
+                                     storage_hint=min(budget, 2 * lower.nnz) if lower.nnz else None)
+    stats = {"n_items": n, "gramian_lower_nnz": int(lower.nnz), "gramian_nnz": int(2 * lower.nnz - np.count_nonzero(diag != l2)),
+             "gramian_blocks": len(lower.bounds), "gramian_on_disk": bool(lower.on_disk),
+             "ordering_seconds": 0.0, "scaling_seconds": t1 - t0,
+             "factorization_seconds": time.perf_counter() - t1}
+    stats.update({f"factor_{k}": v for k, v in fstats.items()})
+    stats["L_nnz"] = int(L.nnz)
+    stats["stage_seconds"] = time.perf_counter() - t0
+    logger.info("factorized %d items with ICF from %d Gramian blocks%s: nnz(L)=%d in %.1f s", n, len(lower.bounds),
+                " on disk" if lower.on_disk else "", L.nnz, stats["stage_seconds"])
+    return Factor(L=L, d=np.asarray(d, dtype=np.float64), p=np.asarray(lower.order, dtype=np.int64), stats=stats)
+
+
+def streamed_factorization_bytes(n_items: int, density: float, largest_block_entries: int) -> int:
+    """Peak bytes of :func:`factorize_lower_gramian`, roughly: the factor while it is built
+    (int32 + float64 an entry, grown by doubling up to the budget) and assembled (float32 +
+    int32), ~15 work arrays of length n, and one block read and scaled (20 bytes an entry)."""
+    return int(20 * factor_budget(density, n_items) + 120 * n_items + 20 * largest_block_entries)
+
+
+def submit_lower_factorization(executor, lower, block_handles: list, *, l2, density, factorizer_config):
+    """Run :func:`factorize_lower_gramian` as one task on the big-memory worker."""
+    return executor.submit(_factorize_lower_from_handles, lower, block_handles, l2=l2, density=density,
+                           factorizer_config=factorizer_config, key="factorize", bigmem=True)
+
+
+def _factorize_lower_from_handles(lower, block_values, **kwargs):
+    import dataclasses
+
+    if lower.path is None:  # the blocks arrived as this task's arguments
+        lower = dataclasses.replace(lower, handles=list(block_values))
+    return factorize_lower_gramian(lower, **kwargs)

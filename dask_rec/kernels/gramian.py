@@ -21,6 +21,11 @@ import scipy.sparse as sp
 
 __all__ = [
     "block_gramian",
+    "upper_gramian_rows",
+    "upper_row_work",
+    "permute_items",
+    "lower_block_sums",
+    "scale_lower_block",
     "sum_gramians",
     "item_counts",
     "gramian_row_norms",
@@ -131,7 +136,102 @@ def _kernels():
                     pos[j] += 1
         return indptr, ind, val
 
+    @numba.njit(nogil=True, cache=True)
+    def upper_rows(n, row_start, row_stop, xptr, xind, xval, cptr, cind, cval, cap):
+        """Rows ``row_start:row_stop`` of the upper triangle of XᵀX (columns ``k >= i``), sorted.
+
+        As ``gramian_rows``, but a user's row contributes only its items ``k >= i`` (its row of
+        X is sorted, so a binary search finds where they start), and each output row is sorted
+        before it is written. Every entry is the same sum in the same order as in
+        ``gramian_rows``.
+        """
+        acc = np.zeros(n, dtype=np.float64)
+        mark = np.full(n, -1, dtype=np.int64)
+        width = row_stop - row_start
+        out_ind = np.empty(max(cap, n, 1), dtype=np.int32)
+        out_val = np.empty(max(cap, n, 1), dtype=np.float64)
+        indptr = np.zeros(width + 1, dtype=np.int64)
+        nnz = 0
+        for r in range(width):
+            i = row_start + r
+            if nnz + (n - i) > out_ind.shape[0]:  # row i has at most n - i entries
+                new_cap = max(2 * out_ind.shape[0], nnz + n - i)
+                grown_ind = np.empty(new_cap, dtype=np.int32)
+                grown_val = np.empty(new_cap, dtype=np.float64)
+                grown_ind[:nnz] = out_ind[:nnz]
+                grown_val[:nnz] = out_val[:nnz]
+                out_ind = grown_ind
+                out_val = grown_val
+            m = 0
+            for q in range(cptr[i], cptr[i + 1]):
+                u = cind[q]
+                v = cval[q]
+                lo = xptr[u]
+                hi = xptr[u + 1]
+                while lo < hi:  # first entry of the row with item >= i
+                    mid = (lo + hi) // 2
+                    if xind[mid] < i:
+                        lo = mid + 1
+                    else:
+                        hi = mid
+                for p in range(lo, xptr[u + 1]):
+                    k = xind[p]
+                    if mark[k] != i:
+                        mark[k] = i
+                        acc[k] = 0.0
+                        out_ind[nnz + m] = k
+                        m += 1
+                    acc[k] += v * xval[p]
+            out_ind[nnz:nnz + m] = np.sort(out_ind[nnz:nnz + m])
+            for t in range(nnz, nnz + m):
+                out_val[t] = acc[out_ind[t]]
+            nnz += m
+            indptr[r + 1] = nnz
+        return indptr, out_ind[:nnz], out_val[:nnz]
+
+    @numba.njit(nogil=True, cache=True)
+    def upper_row_work(n, xptr, xind):
+        """Per item i: the products ``x_ui·x_uk`` with ``k >= i`` that row i of the upper
+        triangle of XᵀX sums (a bound on its non-zeros), from one row block of X."""
+        work = np.zeros(n, dtype=np.int64)
+        for u in range(xptr.shape[0] - 1):
+            a = xptr[u]
+            b = xptr[u + 1]
+            for p in range(a, b):
+                work[xind[p]] += b - p
+        return work
+
+    @numba.njit(nogil=True, cache=True)
+    def lower_block_sums(j0, ptr, ind, val, sumsq, diag):
+        """Add a block of lower-triangle columns (rows ``k >= j``) to the full rows' sums of
+        squares (an off-diagonal entry counts in its row and its column) and read its diagonal."""
+        for r in range(ptr.shape[0] - 1):
+            j = j0 + r
+            for t in range(ptr[r], ptr[r + 1]):
+                i = ind[t]
+                v2 = val[t] * val[t]
+                sumsq[i] += v2
+                if i != j:
+                    sumsq[j] += v2
+                else:
+                    diag[j] = val[t]
+        return sumsq, diag
+
+    @numba.njit(nogil=True, cache=True)
+    def scale_lower_block(j0, ptr, ind, val, s):
+        """``(g·s[i])·s[j]`` for every entry ``(i, j)`` of a block of lower-triangle columns."""
+        out = np.empty(val.shape[0], dtype=np.float64)
+        for r in range(ptr.shape[0] - 1):
+            sj = s[j0 + r]
+            for t in range(ptr[r], ptr[r + 1]):
+                out[t] = (val[t] * s[ind[t]]) * sj
+        return out
+
+    _KERNELS["lower_block_sums"] = lower_block_sums
+    _KERNELS["scale_lower_block"] = scale_lower_block
     _KERNELS["gramian_rows"] = gramian_rows
+    _KERNELS["upper_rows"] = upper_rows
+    _KERNELS["upper_row_work"] = upper_row_work
     _KERNELS["permuted_lower"] = permuted_lower
     return _KERNELS
 
@@ -199,6 +299,81 @@ def block_gramian(X_block, col_start: int | None = None, col_stop: int | None = 
     out = block.tocsr()
     out.has_sorted_indices = True  # the counting-sort transpose leaves each row sorted
     return out
+
+
+def permute_items(X_block, inverse_order) -> sp.csr_matrix:
+    """``X_block`` with its columns renumbered: item ``c`` becomes ``inverse_order[c]``.
+
+    For an ordering ``p`` (new item ``j`` is old item ``p[j]``) pass its inverse ``q``
+    (``q[p[j]] = j``): the result is ``X[:, p]``, canonical float64 CSR.
+    """
+    X = _canonical_rows(X_block)
+    q = np.asarray(inverse_order, dtype=np.int64)
+    if q.shape != (X.shape[1],):
+        raise ValueError(f"inverse_order must have one entry per item ({X.shape[1]}); got shape {q.shape}")
+    out = sp.csr_matrix((X.data.copy(), q[X.indices].astype(X.indices.dtype), X.indptr.copy()), shape=X.shape)
+    out.has_sorted_indices = False
+    out.sort_indices()
+    return out
+
+
+def upper_gramian_rows(X_block, row_start: int, row_stop: int) -> sp.csr_matrix:
+    """Rows ``row_start:row_stop`` of the upper triangle of ``XbᵀXb`` (diagonal included).
+
+    By symmetry, row ``i`` of the upper triangle is column ``i`` of the lower triangle: this
+    is the block of lower-triangle columns ``row_start:row_stop`` that the ICF reads, as a
+    canonical float64 CSR matrix of shape ``(row_stop - row_start, n_items)`` (row ``r`` holds
+    the entries ``(row_start + r, k)`` with ``k >= row_start + r``, sorted). Equal, entry for
+    entry, to the same part of :func:`block_gramian`. Working memory: the output and three
+    arrays of length ``n_items``.
+    """
+    X = _canonical_rows(X_block)
+    n = X.shape[1]
+    a, b = int(row_start), int(row_stop)
+    if not 0 <= a <= b <= n:
+        raise ValueError(f"need 0 <= row_start <= row_stop <= n_items={n}; got {row_start}, {row_stop}")
+    Xc = X.tocsc()
+    cap = max(2 * X.nnz, 1024)
+    indptr, ind, val = _kernels()["upper_rows"](n, a, b, X.indptr, X.indices, X.data, Xc.indptr, Xc.indices,
+                                                 Xc.data, cap)
+    out = sp.csr_matrix((val, ind, indptr), shape=(b - a, n))
+    out.has_sorted_indices = True
+    out.has_canonical_format = True
+    return out
+
+
+def upper_row_work(X_block) -> np.ndarray:
+    """Per item ``i``: products summed into row ``i`` of the upper triangle of ``XbᵀXb``.
+
+    An upper bound on that row's non-zeros (int64, one per item), exact for the work of
+    :func:`upper_gramian_rows`; summed over row blocks it bounds the whole Gramian's, so the
+    Gramian's memory is planned before it is computed.
+    """
+    X = _canonical_rows(X_block)
+    return _kernels()["upper_row_work"](X.shape[1], X.indptr, X.indices)
+
+
+def lower_block_sums(block, col_start: int, sumsq: np.ndarray, diag: np.ndarray) -> None:
+    """Accumulate one block of lower-triangle columns into ``sumsq`` and ``diag`` (in place).
+
+    ``block`` (CSR, ``w × n``) holds the lower-triangle columns ``col_start:col_start + w`` of
+    a symmetric Gramian G as rows (see :func:`upper_gramian_rows`). Visiting the blocks in
+    order adds, for every item, the squares of its full row of G in ascending column order:
+    after the last block ``sqrt(sumsq)`` are the row norms the ICF scaling needs (as
+    :func:`gramian_row_norms` of the full matrix, exactly so for integer-valued interactions)
+    and ``diag`` is G's diagonal (left as it was where G stores none).
+    """
+    _kernels()["lower_block_sums"](int(col_start), block.indptr, block.indices, block.data, sumsq, diag)
+
+
+def scale_lower_block(block, col_start: int, s: np.ndarray) -> np.ndarray:
+    """Values ``(g·s[i])·s[j]`` of a block of lower-triangle columns (see :func:`lower_block_sums`).
+
+    The same products in the same order as :func:`permuted_lower_triangle`, so a factorization
+    fed these blocks sees the values it would see in the assembled matrix, bit for bit.
+    """
+    return _kernels()["scale_lower_block"](int(col_start), block.indptr, block.indices, block.data,
+                                           np.asarray(s, dtype=np.float64))
 
 
 def sum_gramians(parts) -> sp.csr_matrix:

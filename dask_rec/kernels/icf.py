@@ -41,7 +41,7 @@ import scipy.sparse as sp
 
 from dask_rec.kernels.cholesky import NotPositiveDefiniteError, _check_budget, _square_csc
 
-__all__ = ["icf_ldlt"]
+__all__ = ["icf_ldlt", "icf_ldlt_streamed"]
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +55,16 @@ def _kernels():
     import numba
 
     @numba.njit(nogil=True, cache=True)
-    def icf_columns(n, aptr, aind, aval, diag, shift, max_nnz, cap0):
-        """One attempt. Returns (failed_column or -1, lptr, lind, lval, pivots).
+    def icf_block(j0, j1, aptr, aind, aval, n, off_budget, off, lptr, lind, lval, pivots, dd, w, mark, pat,
+                  head, nxt, pos, mags, vals, rows):
+        """Columns ``j0:j1`` of one attempt; returns ``(failed_column or -1, off, lind, lval)``.
 
-        ``lptr/lind/lval``: strictly lower part of L̂ (CSC, rows sorted); ``pivots = diag(L̂)²``.
+        ``aptr/aind/aval``: the columns ``j0:j1`` of ``A_p`` (column ``j`` is
+        ``aptr[j - j0]:aptr[j - j0 + 1]``, rows sorted; only rows ``> j`` are read). Everything
+        else is the attempt's state, carried from one block of columns to the next:
+        ``lptr/lind/lval`` the strictly lower part of L̂ so far (CSC, ``off`` entries; ``lind``
+        and ``lval`` are grown here and returned), ``pivots = diag(L̂)²``, ``dd`` the running
+        diagonal, and work arrays of length n.
 
         The work vector ``w`` is all zeros between columns, and a row joins the column's pattern
         list when it is touched while ``w[i] == 0`` — so the hot update loop touches one random
@@ -66,30 +72,11 @@ def _kernels():
         and is touched again is listed twice; the ``mark`` pass after the updates drops repeats
         (and the list is compacted the same way should it ever fill up).
         """
-        off_budget = max_nnz - n  # int64; >= 0 checked by the caller
-        cap = min(max(cap0, 1), max(off_budget, 1))
-        lind = np.empty(cap, dtype=np.int32)
-        lval = np.empty(cap, dtype=np.float64)
-        lptr = np.zeros(n + 1, dtype=np.int64)
-        pivots = np.zeros(n, dtype=np.float64)
-        dd = np.empty(n, dtype=np.float64)
-        for i in range(n):
-            dd[i] = diag[i] + shift
-        w = np.zeros(n, dtype=np.float64)
-        mark = np.full(n, -1, dtype=np.int64)
-        pat_cap = 2 * n + 1
-        pat = np.empty(pat_cap, dtype=np.int64)
-        head = np.full(n, -1, dtype=np.int64)
-        nxt = np.full(n, -1, dtype=np.int64)
-        pos = np.zeros(n, dtype=np.int64)
-        mags = np.empty(n, dtype=np.float64)
-        vals = np.empty(n, dtype=np.float64)
-        rows = np.empty(n, dtype=np.int64)
-        off = 0  # stored off-diagonal entries so far
-        for j in range(n):
+        pat_cap = pat.shape[0]
+        for j in range(j0, j1):
             # 1. gather the strictly lower part of A[:, j]
             m = 0
-            for p in range(aptr[j], aptr[j + 1]):
+            for p in range(aptr[j - j0], aptr[j - j0 + 1]):
                 i = aind[p]
                 if i > j:
                     if w[i] == 0.0:
@@ -130,7 +117,7 @@ def _kernels():
             # 3. pivot from the running diagonal
             pivot = dd[j]
             if not pivot > 0.0:  # also catches NaN
-                return j, lptr, lind[:0], lval[:0], pivots
+                return j, off, lind, lval
             pivots[j] = pivot
             ljj = np.sqrt(pivot)
             # 4. scale; every computed entry updates the diagonal of its row; clear w
@@ -196,7 +183,7 @@ def _kernels():
                 head[r] = j
             off += keep
             lptr[j + 1] = start + keep
-        return -1, lptr, lind[:off], lval[:off], pivots
+        return -1, off, lind, lval
 
     @numba.njit(nogil=True, cache=True)
     def assemble_unit_lower(n, lptr, lind, lval, pivots):
@@ -219,7 +206,7 @@ def _kernels():
         indptr[n] = q
         return indptr, ind, val
 
-    _KERNELS.update(icf_columns=icf_columns, assemble_unit_lower=assemble_unit_lower)
+    _KERNELS.update(icf_block=icf_block, assemble_unit_lower=assemble_unit_lower)
     return _KERNELS
 
 
@@ -261,8 +248,59 @@ def icf_ldlt(
     NotPositiveDefiniteError
         Still a non-positive pivot after ``max_attempts`` restarts.
     """
-    t0 = time.perf_counter()
     A = _square_csc(A_p, "A_p")
+    n = A.shape[0]
+    lower_nnz = (A.nnz - n) // 2 + n  # rough size of A's lower triangle
+
+    def columns():
+        yield 0, n, A.indptr, A.indices, A.data
+
+    return icf_ldlt_streamed(columns, n, A.diagonal(), max_nnz, shift_step=shift_step,
+                             shift_multiplier=shift_multiplier, max_attempts=max_attempts,
+                             storage_hint=2 * lower_nnz)
+
+
+def icf_ldlt_streamed(
+    columns,
+    n: int,
+    diag,
+    max_nnz: int,
+    shift_step: float = 1e-3,
+    shift_multiplier: float = 2.0,
+    max_attempts: int = 30,
+    storage_hint: int | None = None,
+):
+    """:func:`icf_ldlt` reading ``A_p`` one block of columns at a time.
+
+    The factorization is left-looking: column ``j`` of ``L̂`` reads column ``j`` of ``A_p``
+    once, and nothing after it. So ``A_p`` need never be in memory whole: ``columns`` yields it
+    in order, block by block, and the result is the same, bit for bit, as :func:`icf_ldlt` on
+    the assembled matrix (same arithmetic in the same order). Memory: the factor, the block
+    being read and about 15 arrays of length ``n``.
+
+    Parameters
+    ----------
+    columns : callable
+        ``columns()`` returns an iterable of ``(j0, j1, indptr, indices, data)``, the columns
+        ``j0:j1`` of ``A_p`` in CSC form (``indptr`` of length ``j1 - j0 + 1``, relative to
+        ``indices``/``data``; rows sorted within a column), tiling ``0:n`` in order. Only the
+        entries below the diagonal are read. Called once per attempt (a restart reads the
+        columns again).
+    n : int
+        Order of ``A_p``.
+    diag : array of float, shape (n,)
+        The diagonal of ``A_p``.
+    max_nnz, shift_step, shift_multiplier, max_attempts
+        As in :func:`icf_ldlt`.
+    storage_hint : int, optional
+        First allocation of the factor's entries (grown on demand).
+
+    Returns
+    -------
+    L, d, stats
+        As in :func:`icf_ldlt`.
+    """
+    t0 = time.perf_counter()
     max_nnz = _check_budget(max_nnz)
     if not (shift_step > 0 and np.isfinite(shift_step)):
         raise ValueError(f"shift_step must be a positive finite number; got {shift_step!r}")
@@ -270,22 +308,21 @@ def icf_ldlt(
         raise ValueError(f"shift_multiplier must be >= 1; got {shift_multiplier!r}")
     if isinstance(max_attempts, bool) or not isinstance(max_attempts, (int, np.integer)) or max_attempts < 0:
         raise ValueError(f"max_attempts must be a non-negative integer; got {max_attempts!r}")
-    n = A.shape[0]
+    n = int(n)
+    diag = np.asarray(diag, dtype=np.float64)
+    if diag.shape != (n,):
+        raise ValueError(f"diag must have shape ({n},); got {diag.shape}")
     budget = max(max_nnz, n)
     # storage never needs more than the full strictly lower triangle (the per-column rule still
     # uses the unclipped budget)
     off_budget = min(budget - n, n * (n - 1) // 2)
-    diag = A.diagonal().astype(np.float64)
-    lower_nnz = (A.nnz - n) // 2 + n  # rough size of A's lower triangle
-    cap0 = int(min(off_budget, max(2 * lower_nnz, 1 << 16)))
-    k = _kernels()
+    hint = 0 if storage_hint is None else int(storage_hint)
+    cap0 = int(min(off_budget, max(hint, 1 << 16)))
 
     shift = 0.0
     attempt = 0
     while True:
-        failed, lptr, lind, lval, pivots = k["icf_columns"](
-            n, A.indptr, A.indices, A.data, diag, shift, np.int64(budget), np.int64(cap0)
-        )
+        failed, lptr, lind, lval, pivots = _attempt(columns, n, diag, shift, budget, cap0)
         if failed < 0:
             break
         if attempt >= max_attempts:
@@ -301,7 +338,7 @@ def icf_ldlt(
         shift = new_shift
         attempt += 1
 
-    indptr, ind, val = k["assemble_unit_lower"](n, lptr, lind, lval, pivots)
+    indptr, ind, val = _kernels()["assemble_unit_lower"](n, lptr, lind, lval, pivots)
     del lind, lval
     L = sp.csc_matrix((val, ind, indptr), shape=(n, n))
     L.has_sorted_indices = True
@@ -309,3 +346,39 @@ def icf_ldlt(
     stats = {"shift": shift, "attempts": attempt, "seconds": seconds}
     log.info("ICF: n=%d, nnz %d of max_nnz %d, shift %g after %d restarts, %.2fs", n, L.nnz, max_nnz, shift, attempt, seconds)
     return L, pivots, stats
+
+
+def _attempt(columns, n: int, diag: np.ndarray, shift: float, budget: int, cap0: int):
+    """One attempt over all blocks of ``columns()``: ``(failed, lptr, lind, lval, pivots)``."""
+    kernel = _kernels()["icf_block"]
+    off_budget = np.int64(budget - n)  # int64; >= 0
+    cap = min(max(cap0, 1), max(int(off_budget), 1))
+    lind = np.empty(cap, dtype=np.int32)
+    lval = np.empty(cap, dtype=np.float64)
+    lptr = np.zeros(n + 1, dtype=np.int64)
+    pivots = np.zeros(n, dtype=np.float64)
+    dd = diag + shift
+    w = np.zeros(n, dtype=np.float64)
+    mark = np.full(n, -1, dtype=np.int64)
+    pat = np.empty(2 * n + 1, dtype=np.int64)
+    head = np.full(n, -1, dtype=np.int64)
+    nxt = np.full(n, -1, dtype=np.int64)
+    pos = np.zeros(n, dtype=np.int64)
+    mags = np.empty(n, dtype=np.float64)
+    vals = np.empty(n, dtype=np.float64)
+    rows = np.empty(n, dtype=np.int64)
+    off = np.int64(0)
+    expected = 0
+    for j0, j1, aptr, aind, aval in columns():
+        if j0 != expected or j1 < j0 or j1 > n or len(aptr) != j1 - j0 + 1:
+            raise ValueError(f"column blocks must tile 0..{n} in order; got {j0}:{j1} after column {expected}")
+        failed, off, lind, lval = kernel(
+            np.int64(j0), np.int64(j1), aptr, aind, aval, np.int64(n), off_budget, off, lptr, lind, lval,
+            pivots, dd, w, mark, pat, head, nxt, pos, mags, vals, rows,
+        )
+        if failed >= 0:
+            return failed, lptr, lind[:0], lval[:0], pivots
+        expected = j1
+    if expected != n:
+        raise ValueError(f"column blocks must tile 0..{n}; they stopped at {expected}")
+    return -1, lptr, lind[:off], lval[:off], pivots
