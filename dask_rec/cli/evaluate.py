@@ -93,8 +93,9 @@ def evaluate_store(store, config=None, *, ks, test_users=None, seed=0, target_fr
         else:
             model.fit(split.train, client=client)
         results["fit_seconds"][name] = round(time.perf_counter() - t0, 2)
+        exclude_seen = not getattr(model, "recommends_seen", False)  # UserPopRec ranks the user's own items
         results[_RESULT_KEYS.get(name, name)] = evaluate(model, split.test_history, split.test_targets, ks=ks,
-                                                         client=client)
+                                                         client=client, exclude_seen=exclude_seen)
     return results
 
 

@@ -75,6 +75,13 @@ _BUILTIN = (
     ModelEntry("sansa", "dask_rec.model:SANSA", "dask_rec.SANSA",
                "dask_rec.cli._model_options:add_model_arguments", "dask_rec.cli._model_options:config_from_args"),
     ModelEntry("pop", "dask_rec.models.popularity:PopRec", "dask_rec.PopRec"),
+    ModelEntry("random", "dask_rec.models.popularity:RandomRec", "dask_rec.RandomRec",
+               "dask_rec.cli._count_model_options:add_random_arguments",
+               "dask_rec.cli._count_model_options:random_config_from_args"),
+    ModelEntry("wilson", "dask_rec.models.popularity:Wilson", "dask_rec.Wilson",
+               "dask_rec.cli._count_model_options:add_wilson_arguments",
+               "dask_rec.cli._count_model_options:wilson_config_from_args"),
+    ModelEntry("userpop", "dask_rec.models.popularity:UserPopRec", "dask_rec.UserPopRec"),
 )
 
 #: name -> :class:`ModelEntry`, in registration order.

@@ -1,0 +1,30 @@
+"""CLI options of the models built from item counts (``random``, ``wilson``), prefixed by model."""
+
+from __future__ import annotations
+
+
+def add_random_arguments(parser) -> None:
+    group = parser.add_argument_group("random (RandomRec)")
+    group.add_argument("--random-distribution", choices=("uniform", "popularity"), default="uniform",
+                       help="draw items uniformly or with probability ∝ count**alpha (default: uniform)")
+    group.add_argument("--random-alpha", type=float, default=1.0, help="exponent of the counts (default: 1)")
+    group.add_argument("--random-seed", type=int, default=0, help="seed of the draws (default: 0)")
+
+
+def random_config_from_args(args):
+    from dask_rec.models.popularity import RandomRecConfig
+
+    return RandomRecConfig(distribution=args.random_distribution, alpha=args.random_alpha, seed=args.random_seed)
+
+
+def add_wilson_arguments(parser) -> None:
+    group = parser.add_argument_group("wilson (Wilson lower bound)")
+    group.add_argument("--wilson-threshold", type=float, default=1.0,
+                       help="entries with value >= this are positive (default: 1, every entry of a binarized store)")
+    group.add_argument("--wilson-confidence", type=float, default=0.95, help="confidence of the interval (default: 0.95)")
+
+
+def wilson_config_from_args(args):
+    from dask_rec.models.popularity import WilsonConfig
+
+    return WilsonConfig(threshold=args.wilson_threshold, confidence=args.wilson_confidence)
