@@ -1,4 +1,4 @@
-"""CLI options of the models built from item counts (``random``, ``wilson``), prefixed by model."""
+"""CLI options of the models other than SANSA (random, wilson, itemknn), prefixed by model."""
 
 from __future__ import annotations
 
@@ -28,3 +28,17 @@ def wilson_config_from_args(args):
     from dask_rec.models.popularity import WilsonConfig
 
     return WilsonConfig(threshold=args.wilson_threshold, confidence=args.wilson_confidence)
+
+
+def add_itemknn_arguments(parser) -> None:
+    group = parser.add_argument_group("itemknn (item-item nearest neighbours)")
+    group.add_argument("--knn-k", type=int, default=100, help="neighbours per item, itself included (default: 100)")
+    group.add_argument("--knn-similarity", choices=("cosine", "jaccard"), default="cosine",
+                       help="item-item similarity (default: cosine)")
+    group.add_argument("--knn-shrinkage", type=float, default=0.0, help="added to the denominator (default: 0)")
+
+
+def itemknn_config_from_args(args):
+    from dask_rec.models.itemknn import ItemKNNConfig
+
+    return ItemKNNConfig(k=args.knn_k, similarity=args.knn_similarity, shrinkage=args.knn_shrinkage)

@@ -81,6 +81,9 @@ _BUILTIN = (
     ModelEntry("wilson", "dask_rec.models.popularity:Wilson", "dask_rec.Wilson",
                "dask_rec.cli._count_model_options:add_wilson_arguments",
                "dask_rec.cli._count_model_options:wilson_config_from_args"),
+    ModelEntry("itemknn", "dask_rec.models.itemknn:ItemKNN", "dask_rec.ItemKNN",
+               "dask_rec.cli._count_model_options:add_itemknn_arguments",
+               "dask_rec.cli._count_model_options:itemknn_config_from_args"),
     ModelEntry("userpop", "dask_rec.models.popularity:UserPopRec", "dask_rec.UserPopRec"),
 )
 
