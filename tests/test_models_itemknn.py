@@ -83,3 +83,18 @@ def test_fit_on_a_store_in_a_cluster_equals_in_process(tmp_path):
 def test_config_errors_name_the_parameter(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
         ItemKNNConfig(**bad)
+
+
+@pytest.mark.filterwarnings("ignore:Method expects CSR input")
+@pytest.mark.parametrize("similarity", ["bm25", "tfidf"])
+def test_same_neighbours_as_implicit_bm25_and_tfidf(similarity):
+    import dask
+    from implicit.nearest_neighbours import BM25Recommender, TFIDFRecommender
+
+    X = _weighted(3)
+    theirs = BM25Recommender(K=10) if similarity == "bm25" else TFIDFRecommender(K=10)
+    theirs.fit(sp.csr_matrix(X, dtype=np.float64), show_progress=False)
+    with dask.config.set({"dask_rec.blocks.target-nnz": 500, "dask_rec.gramian.item-block-size": 9}):
+        ours = ItemKNN(ItemKNNConfig(k=10, similarity=similarity)).fit(X)
+    np.testing.assert_allclose(ours.similarity_.toarray(), sp.csr_matrix(theirs.similarity).toarray(),
+                               rtol=1e-5, atol=1e-6)

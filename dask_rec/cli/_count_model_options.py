@@ -33,12 +33,15 @@ def wilson_config_from_args(args):
 def add_itemknn_arguments(parser) -> None:
     group = parser.add_argument_group("itemknn (item-item nearest neighbours)")
     group.add_argument("--knn-k", type=int, default=100, help="neighbours per item, itself included (default: 100)")
-    group.add_argument("--knn-similarity", choices=("cosine", "jaccard"), default="cosine",
+    group.add_argument("--knn-similarity", choices=("cosine", "jaccard", "tfidf", "bm25"), default="cosine",
                        help="item-item similarity (default: cosine)")
     group.add_argument("--knn-shrinkage", type=float, default=0.0, help="added to the denominator (default: 0)")
+    group.add_argument("--knn-k1", type=float, default=1.2, help="BM25 K1 (default: 1.2)")
+    group.add_argument("--knn-b", type=float, default=0.75, help="BM25 B (default: 0.75)")
 
 
 def itemknn_config_from_args(args):
     from dask_rec.models.itemknn import ItemKNNConfig
 
-    return ItemKNNConfig(k=args.knn_k, similarity=args.knn_similarity, shrinkage=args.knn_shrinkage)
+    return ItemKNNConfig(k=args.knn_k, similarity=args.knn_similarity, shrinkage=args.knn_shrinkage,
+                         K1=args.knn_k1, B=args.knn_b)

@@ -3,7 +3,17 @@
 For items ``i, j`` with Gramian entry ``G_ij = Σ_u x_ui x_uj`` and ``G_ii`` on the diagonal:
 
 * cosine: ``G_ij / (sqrt(G_ii) · sqrt(G_jj) + shrinkage)`` (item columns of X L2-normalised);
-* jaccard: ``G_ij / (G_ii + G_jj − G_ij + shrinkage)`` (for binary X: |U_i ∩ U_j| / |U_i ∪ U_j|).
+* jaccard: ``G_ij / (G_ii + G_jj − G_ij + shrinkage)`` (for binary X: |U_i ∩ U_j| / |U_i ∪ U_j|);
+* dot: ``G_ij / (1 + shrinkage)``: the raw Gramian of a weighted X (used by BM25).
+
+Weighted X (:func:`weight_rows`), with ``n_u`` the items of user ``u``, ``N`` the number of items,
+``idf_u = log(N) − log(1 + n_u)`` (users are the "terms" of item "documents"):
+
+* tfidf: ``w_ui = sqrt(x_ui) · idf_u``, then cosine;
+* bm25: ``w_ui = x_ui (K1 + 1) / (K1 · L_i + x_ui) · idf_u`` with the item length norm
+  ``L_i = (1 − B) + B · c_i / mean(c)`` and ``c_i = Σ_u x_ui``, then dot. Both need only the
+  user's own row and the global item sums ``c`` (reduced over row blocks first), so the weighted
+  blocks are computed block by block and their Gramian reduced like X's.
 
 Every item keeps its ``k`` most similar items, itself included (as implicit's ItemItemRecommender
 does, so ``k`` neighbours means ``k`` stored entries per row); ties by the lower item index.
@@ -14,9 +24,38 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["SIMILARITIES", "neighbours_block"]
+__all__ = ["SIMILARITIES", "neighbours_block", "weight_rows", "item_value_sums", "bm25_length_norm"]
 
-SIMILARITIES = ("cosine", "jaccard")
+SIMILARITIES = ("cosine", "jaccard", "dot")
+
+
+def item_value_sums(X_block) -> np.ndarray:
+    """``Σ_u x_ui`` per item over a CSR block (float64)."""
+    X = sp.csr_matrix(X_block)
+    return np.bincount(X.indices, weights=X.data.astype(np.float64), minlength=X.shape[1])
+
+
+def bm25_length_norm(item_sums, B: float) -> np.ndarray:
+    """``(1 − B) + B · c_i / mean(c)`` per item."""
+    c = np.asarray(item_sums, dtype=np.float64)
+    return (1.0 - B) + B * c / c.mean()
+
+
+def weight_rows(X_block, scheme: str, length_norm=None, K1: float = 100.0) -> sp.csr_matrix:
+    """The tfidf- or bm25-weighted rows of a CSR block (see the module docstring), float64."""
+    X = sp.csr_matrix(X_block, dtype=np.float64, copy=True)
+    n_items = X.shape[1]
+    n_u = np.diff(X.indptr)
+    idf = np.log(n_items) - np.log1p(n_u)
+    row_idf = np.repeat(idf, n_u)
+    if scheme == "tfidf":
+        X.data = np.sqrt(X.data) * row_idf
+    elif scheme == "bm25":
+        L = np.asarray(length_norm, dtype=np.float64)[X.indices]
+        X.data = X.data * (K1 + 1.0) / (K1 * L + X.data) * row_idf
+    else:
+        raise ValueError(f"scheme must be 'tfidf' or 'bm25'; got {scheme!r}")
+    return X
 
 
 def neighbours_block(gramian_block, col_start: int, diagonal, k: int, similarity: str = "cosine",
@@ -33,7 +72,7 @@ def neighbours_block(gramian_block, col_start: int, diagonal, k: int, similarity
         ``diag(G)``.
     k : int
         Neighbours kept per item.
-    similarity : {"cosine", "jaccard"}
+    similarity : {"cosine", "jaccard", "dot"}
     shrinkage : float, default 0
 
     Returns
@@ -56,8 +95,10 @@ def neighbours_block(gramian_block, col_start: int, diagonal, k: int, similarity
         g = G.data[G.indptr[c]:G.indptr[c + 1]]
         if similarity == "cosine":
             denom = norms[rows] * norms[j] + shrinkage
-        else:
+        elif similarity == "jaccard":
             denom = diag[rows] + diag[j] - g + shrinkage
+        else:
+            denom = np.full(rows.size, 1.0 + shrinkage)
         with np.errstate(divide="ignore", invalid="ignore"):
             sim = np.where(denom > 0, g / denom, 0.0)
         keep = sim != 0

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from dask_rec.kernels.neighbors import SIMILARITIES, neighbours_block
+from dask_rec.kernels.neighbors import bm25_length_norm, item_value_sums, neighbours_block, weight_rows
 from dask_rec.kernels.scoring import recommend_block, similar_items_block
 
 from .base import Recommender
@@ -24,13 +24,27 @@ from .base import Recommender
 __all__ = ["ItemKNNConfig", "ItemKNN"]
 
 
+#: similarity -> (row weighting, similarity of the weighted Gramian)
+_SCHEMES = {"cosine": (None, "cosine"), "jaccard": (None, "jaccard"), "tfidf": ("tfidf", "cosine"),
+            "bm25": ("bm25", "dot")}
+SIMILARITIES = tuple(_SCHEMES)
+
+
 @dataclass(frozen=True)
 class ItemKNNConfig:
-    """``k`` neighbours per item (itself included), ``similarity`` (cosine, jaccard), ``shrinkage`` >= 0."""
+    """``k`` neighbours per item (itself included), ``similarity``, ``shrinkage`` >= 0, BM25's ``K1`` and ``B``.
+
+    ``similarity``: ``cosine`` and ``jaccard`` on X's Gramian; ``tfidf`` (cosine of the tf-idf
+    weighted X, as implicit's TFIDFRecommender) and ``bm25`` (Gramian of the BM25-weighted X, as
+    implicit's BM25Recommender, whose defaults ``K1=1.2, B=0.75`` these are); see
+    :mod:`dask_rec.kernels.neighbors`.
+    """
 
     k: int = 100
     similarity: str = "cosine"
     shrinkage: float = 0.0
+    K1: float = 1.2
+    B: float = 0.75
 
     def __post_init__(self):
         if isinstance(self.k, bool) or not isinstance(self.k, (int, np.integer)) or self.k < 1:
@@ -39,6 +53,14 @@ class ItemKNNConfig:
             raise ValueError(f"similarity must be one of {SIMILARITIES}; got {self.similarity!r}")
         if not np.isfinite(self.shrinkage) or self.shrinkage < 0:
             raise ValueError(f"shrinkage must be a finite number >= 0; got {self.shrinkage!r}")
+        if not np.isfinite(self.K1) or self.K1 < 0:
+            raise ValueError(f"K1 must be a finite number >= 0; got {self.K1!r}")
+        if not 0.0 <= self.B <= 1.0:
+            raise ValueError(f"B must be in [0, 1]; got {self.B!r}")
+
+
+def _sum_arrays(parts):
+    return np.sum(parts, axis=0)
 
 
 def _diagonal_segment(block, start):
@@ -48,7 +70,7 @@ def _diagonal_segment(block, start):
 
 
 class ItemKNN(Recommender):
-    """Item-based nearest neighbours (cosine or Jaccard on the Gramian, with shrinkage).
+    """Item-based nearest neighbours (cosine, Jaccard, tf-idf or BM25 on the Gramian, with shrinkage).
 
     Parameters
     ----------
@@ -99,13 +121,24 @@ class ItemKNN(Recommender):
         from dask_rec.gramian import reduce_gramian
 
         n_items = int(source.shape[1])
+        c = self.config
+        weighting, similarity = _SCHEMES[c.similarity]
         blocks = source.block_handles(executor)
+        if weighting is not None:  # weighted rows block by block (bm25 needs the item sums first)
+            norm = None
+            if weighting == "bm25":
+                sums = executor.tree_reduce(_sum_arrays, executor.map(item_value_sums, blocks, key="knn-item-sums"),
+                                            key="knn-item-sums-sum")
+                norm = bm25_length_norm(executor.gather(sums), c.B)
+            weighted = executor.map(weight_rows, blocks, scheme=weighting, length_norm=norm, K1=c.K1,
+                                    key="knn-weight-rows")
+            executor.release(*blocks)
+            blocks = weighted
         gramian = reduce_gramian(executor, blocks, n_items)
         starts = [a for a, _, _ in gramian]
         handles = [h for _, _, h in gramian]
         diagonal = np.concatenate(executor.gather(executor.map(_diagonal_segment, handles, starts, key="knn-diag")))
-        c = self.config
-        rows = executor.map(neighbours_block, handles, starts, diagonal=diagonal, k=c.k, similarity=c.similarity,
+        rows = executor.map(neighbours_block, handles, starts, diagonal=diagonal, k=c.k, similarity=similarity,
                             shrinkage=c.shrinkage, key="knn-neighbours")
         S = sp.vstack(executor.gather(rows), format="csr")
         executor.release(*rows, *handles, *blocks)
