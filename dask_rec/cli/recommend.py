@@ -30,12 +30,12 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
     from pathlib import Path
 
-    from dask_rec import SANSA
+    from dask_rec.models.registry import load_model_directory
     from dask_rec.store import open_store
 
     if Path(args.output).exists() and not args.overwrite:
         raise FileExistsError(f"output {args.output!r} already exists; pass --overwrite to replace it")
-    model = SANSA.load(args.model)
+    model = load_model_directory(args.model)  # any saved kind (root attr "kind")
     store = open_store(args.store)
     if model.n_items != store.shape[1]:
         raise ValueError(f"the model has {model.n_items} items but the store has {store.shape[1]}: "

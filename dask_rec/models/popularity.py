@@ -1,0 +1,329 @@
+"""Models from item counts: :class:`PopRec`, :class:`RandomRec`, :class:`Wilson`, :class:`UserPopRec`.
+
+The counts are the entries per item of the training data (a store's ``item_counts``, or the
+column counts of a matrix's sparsity pattern). Scores are the counts; an item with count 0 is
+never recommended (it has no score), so a user may get fewer than ``k`` items (padded with −1 /
+−inf per the recommend contract).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from dask_rec.kernels.scoring import popularity_order, popularity_topk_block
+
+from .base import Recommender
+
+__all__ = ["PopRecConfig", "PopRec", "RandomRecConfig", "RandomRec", "WilsonConfig", "Wilson",
+           "UserPopRecConfig", "UserPopRec", "item_counts_of"]
+
+
+def item_counts_of(data) -> tuple[np.ndarray, object]:
+    """``(counts int64 per item, item vocabulary or None)`` of a matrix, a store or a store path."""
+    import os
+
+    if isinstance(data, (str, os.PathLike)):
+        from dask_rec.store import open_store
+
+        data = open_store(data)
+    if hasattr(data, "read_block") and hasattr(data, "item_counts"):
+        return np.asarray(data.item_counts, dtype=np.int64), data.item_vocabulary
+    from dask_rec.validation import check_interactions
+
+    X = sp.csr_matrix(check_interactions(data, "data"))
+    X.eliminate_zeros()
+    return np.bincount(X.indices, minlength=X.shape[1]).astype(np.int64), None
+
+
+@dataclass(frozen=True)
+class PopRecConfig:
+    """:class:`PopRec` has no hyper-parameters; the config exists for the uniform contract."""
+
+
+class PopRec(Recommender):
+    """Recommend the most popular items the user has not seen (ties by the lower item index).
+
+    Parameters
+    ----------
+    config : PopRecConfig, optional
+    """
+
+    name = "pop"
+    kind = "dask_rec.PopRec"
+    config_class = PopRecConfig
+    #: Whether the model recommends the user's own items (then evaluated with exclude_seen=False).
+    recommends_seen = False
+
+    def __init__(self, config: PopRecConfig | None = None) -> None:
+        self.config = config if config is not None else PopRecConfig()
+        if not isinstance(self.config, PopRecConfig):
+            raise TypeError(f"config must be a PopRecConfig; got {type(config).__name__}")
+        self.item_counts = None
+        self._order = None
+        self.fit_report_: dict = {}
+
+    def fit(self, data, client=None) -> "PopRec":
+        """Count each item's interactions in ``data`` (a matrix, a store or a store path).
+
+        ``client`` is accepted for the uniform contract; counting runs in this process (a
+        store already holds its counts).
+        """
+        import time
+
+        t0 = time.perf_counter()
+        counts, vocabulary = item_counts_of(data)
+        self._set_counts(counts)
+        self.item_vocabulary = vocabulary
+        self.fit_report_ = {"n_items": int(counts.shape[0]), "total_seconds": round(time.perf_counter() - t0, 3)}
+        return self
+
+    def _set_counts(self, counts) -> None:
+        self.item_counts = np.asarray(counts, dtype=np.int64)
+        self._order = popularity_order(self.item_counts)
+
+    @property
+    def n_items(self) -> int:
+        if self.item_counts is None:
+            raise RuntimeError(f"{type(self).__name__} is not fitted: call fit() first")
+        return int(self.item_counts.shape[0])
+
+    def topk_block(self, X_block, k: int, exclude_seen: bool = True, allowed=None, n_threads: int = 1):
+        """Top ``k`` per user; see the contract in :mod:`dask_rec.models.base` (``n_threads`` unused)."""
+        order = self._order if allowed is None else popularity_order(self.item_counts, allowed=allowed)
+        return popularity_topk_block(X_block, self.item_counts, k, exclude_seen=exclude_seen, order=order)
+
+    # ---------------------------------------------------------------- persistence
+    def save(self, path, *, overwrite: bool = False) -> str:
+        """Write the model to a Zarr directory (atomically): root attrs ``kind``, ``config``; ``item_counts``."""
+        return save_arrays(self, path, {"item_counts": self.item_counts}, overwrite=overwrite)
+
+    @classmethod
+    def load(cls, path) -> "PopRec":
+        """Load a model written by :meth:`save` (no pickle involved)."""
+        attrs, arrays, vocabulary = load_arrays(path, cls.kind)
+        model = cls(cls.config_class(**attrs["config"]))
+        model._set_counts(arrays["item_counts"])
+        model.item_vocabulary = vocabulary
+        model.fit_report_ = attrs.get("fit_report", {})
+        return model
+
+
+@dataclass(frozen=True)
+class RandomRecConfig:
+    """``distribution``: ``"uniform"`` or ``"popularity"`` (probability ∝ count ** ``alpha``); ``seed``."""
+
+    distribution: str = "uniform"
+    alpha: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.distribution not in ("uniform", "popularity"):
+            raise ValueError(f"distribution must be 'uniform' or 'popularity'; got {self.distribution!r}")
+        if not np.isfinite(self.alpha) or self.alpha < 0:
+            raise ValueError(f"alpha must be a finite number >= 0; got {self.alpha!r}")
+
+
+class RandomRec(PopRec):
+    """Random items the user has not seen, uniform or popularity-weighted, seeded.
+
+    Only items seen in training (count > 0) are drawn. Each user's draw is seeded by the config's
+    ``seed`` and the user's history (see :func:`dask_rec.kernels.item_scores.random_topk_block`),
+    so a user gets the same list in any block, on any worker.
+    """
+
+    name = "random"
+    kind = "dask_rec.RandomRec"
+    config_class = RandomRecConfig
+
+    def __init__(self, config: RandomRecConfig | None = None) -> None:
+        self.config = config if config is not None else RandomRecConfig()
+        if not isinstance(self.config, RandomRecConfig):
+            raise TypeError(f"config must be a RandomRecConfig; got {type(config).__name__}")
+        self.item_counts = None
+        self.fit_report_ = {}
+
+    def _set_counts(self, counts) -> None:
+        self.item_counts = np.asarray(counts, dtype=np.int64)
+
+    def topk_block(self, X_block, k: int, exclude_seen: bool = True, allowed=None, n_threads: int = 1):
+        from dask_rec.kernels.item_scores import random_topk_block
+
+        counts = self.item_counts.astype(np.float64)
+        weights = (counts > 0).astype(np.float64) if self.config.distribution == "uniform" else \
+            np.where(counts > 0, counts ** self.config.alpha, 0.0)
+        return random_topk_block(X_block, k, weights, self.config.seed, exclude_seen=exclude_seen, allowed=allowed)
+
+
+
+@dataclass(frozen=True)
+class WilsonConfig:
+    """Positives are the stored entries with value >= ``threshold``; ``confidence`` of the interval.
+
+    A binarized store (every value 1) makes every interaction positive; with ``--keep-values``
+    (ratings, say) ``threshold=4`` counts ratings of 4 and up as positive.
+    """
+
+    threshold: float = 1.0
+    confidence: float = 0.95
+
+    def __post_init__(self):
+        if not np.isfinite(self.threshold):
+            raise ValueError(f"threshold must be finite; got {self.threshold!r}")
+        if not 0.0 < self.confidence < 1.0:
+            raise ValueError(f"confidence must be in (0, 1); got {self.confidence!r}")
+
+
+class Wilson(PopRec):
+    """Items ranked by the lower bound of the Wilson interval of their share of positive interactions.
+
+    For item ``i`` with ``n_i`` interactions of which ``p_i`` are positive (value >= threshold),
+    the score is :func:`dask_rec.kernels.item_scores.wilson_lower_bound` ``(p_i, n_i)``; items
+    with score 0 (no positive) are never recommended. ``item_counts`` holds the scores' ranking
+    input (the bounds), ``positives`` and ``totals`` the counts.
+    """
+
+    name = "wilson"
+    kind = "dask_rec.Wilson"
+    config_class = WilsonConfig
+
+    def __init__(self, config: WilsonConfig | None = None) -> None:
+        self.config = config if config is not None else WilsonConfig()
+        if not isinstance(self.config, WilsonConfig):
+            raise TypeError(f"config must be a WilsonConfig; got {type(config).__name__}")
+        self.item_counts = None
+        self._order = None
+        self.fit_report_ = {}
+
+    def fit(self, data, client=None) -> "Wilson":
+        """Count totals and positives per item as row-block tasks (client rules of ``SANSA.fit``)."""
+        import time
+
+        from dask_rec.kernels.item_scores import positive_counts_block, wilson_lower_bound
+
+        t0 = time.perf_counter()
+        counts = run_on_row_blocks(data, client, positive_counts_block, threshold=self.config.threshold)
+        self.item_vocabulary = counts.pop("vocabulary")
+        totals, positives = counts["sum"]
+        self._set_counts(wilson_lower_bound(positives, totals, self.config.confidence))
+        self.fit_report_ = {"n_items": int(totals.shape[0]), "total_seconds": round(time.perf_counter() - t0, 3)}
+        return self
+
+    def _set_counts(self, bounds) -> None:
+        self.item_counts = np.asarray(bounds, dtype=np.float64)
+        self._order = popularity_order(self.item_counts)
+
+
+@dataclass(frozen=True)
+class UserPopRecConfig:
+    """:class:`UserPopRec` has no hyper-parameters."""
+
+
+class UserPopRec(PopRec):
+    """A user's own most repeated items (its row's values, largest first; needs values = counts).
+
+    It only ever recommends seen items, so with ``exclude_seen=True`` (the contract) every list is
+    empty: evaluate it with ``exclude_seen=False`` (``dask-rec evaluate`` does, see
+    :attr:`recommends_seen`). Fitting only records the number of items.
+    """
+
+    name = "userpop"
+    kind = "dask_rec.UserPopRec"
+    config_class = UserPopRecConfig
+    recommends_seen = True
+
+    def __init__(self, config: UserPopRecConfig | None = None) -> None:
+        self.config = config if config is not None else UserPopRecConfig()
+        self.item_counts = None
+        self._order = None
+        self.fit_report_ = {}
+
+    def topk_block(self, X_block, k: int, exclude_seen: bool = True, allowed=None, n_threads: int = 1):
+        from dask_rec.kernels.item_scores import own_items_topk_block
+
+        return own_items_topk_block(X_block, k, exclude_seen=exclude_seen, allowed=allowed)
+
+
+def run_on_row_blocks(data, client, fn, **kwargs) -> dict:
+    """Sum ``fn(block, **kwargs)`` over the row blocks of ``data``, with ``SANSA.fit``'s client rules.
+
+    A Client runs one task per block on its cluster; ``"local"`` starts a LocalCluster; ``None``
+    uses the current client, else a LocalCluster for a store, else this process.
+    """
+    from dask_rec.blocks import as_row_block_source
+    from dask_rec.cluster import client_context, current_client
+    from dask_rec.executor import executor_for
+
+    source = as_row_block_source(data)
+    if client is None:
+        client = current_client()
+        if client is None and source.store is not None:
+            client = "local"
+    if isinstance(client, str) and client != "local":
+        raise ValueError(f"client must be a distributed.Client, 'local' or None; got {client!r}")
+
+    def run(executor):
+        parts = executor.map(fn, source.block_handles(executor), key="item-scores", **kwargs)
+        return executor.gather(executor.tree_reduce(_sum_arrays, parts, key="item-scores-sum"))
+
+    if client is None:
+        total = run(executor_for(None))
+    else:
+        with client_context(None if client == "local" else client) as c:
+            total = run(executor_for(c))
+    return {"sum": total, "vocabulary": source.item_vocabulary}
+
+
+def _sum_arrays(parts):
+    return np.sum(parts, axis=0)
+
+
+def save_arrays(model, path, arrays: dict, *, overwrite: bool = False) -> str:
+    """Write ``model``'s kind, config (a dataclass, as JSON) and dense ``arrays`` to a Zarr directory."""
+    import zarr
+
+    from dask_rec import __version__
+    from dask_rec.store import atomic_directory
+
+    if any(v is None for v in arrays.values()):
+        raise ValueError(f"this {type(model).__name__} is not fitted: call fit() first")
+    with atomic_directory(path, overwrite, marker="zarr.json") as tmp:
+        root = zarr.open_group(str(tmp), mode="w", zarr_format=3)
+        root.attrs.update({
+            "format_version": 1, "kind": model.kind, "dask_rec_version": __version__,
+            "config": json.loads(json.dumps(asdict(model.config))), "n_items": int(model.n_items),
+            "fit_report": json.loads(json.dumps(model.fit_report_, default=str)),
+        })
+        for name, values in arrays.items():
+            values = np.asarray(values)
+            arr = root.create_array(name, shape=values.shape, dtype=values.dtype)
+            if values.size:
+                arr[:] = values
+        if model.item_vocabulary is not None:
+            model.item_vocabulary.save(tmp / "items.parquet")
+    return str(path)
+
+
+def load_arrays(path, kind: str, names=("item_counts",)):
+    """``(root attrs, {name: array}, item vocabulary or None)`` of a directory written by :func:`save_arrays`."""
+    from pathlib import Path
+
+    import zarr
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no model at {str(path)!r}")
+    root = zarr.open_group(str(path), mode="r")
+    attrs = dict(root.attrs)
+    if attrs.get("kind") != kind:
+        raise ValueError(f"{str(path)!r} holds a {attrs.get('kind')!r} model, not {kind!r}")
+    arrays = {name: root[name][:] for name in names}
+    vocabulary = None
+    if (path / "items.parquet").exists():
+        from dask_rec.vocabulary import Vocabulary
+
+        vocabulary = Vocabulary.load(path / "items.parquet")
+    return attrs, arrays, vocabulary

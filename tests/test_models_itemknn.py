@@ -1,0 +1,100 @@
+"""ItemKNN against implicit 0.7.3's CosineRecommender and a dense NumPy oracle, plus the contract."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from conformance import RecommenderConformance, small_interactions
+from dask_rec.models.itemknn import ItemKNN, ItemKNNConfig
+
+
+class TestItemKNN(RecommenderConformance):
+    def make_model(self):
+        return ItemKNN(ItemKNNConfig(k=8))
+
+
+class TestItemKNNJaccard(RecommenderConformance):
+    def make_model(self):
+        return ItemKNN(ItemKNNConfig(k=5, similarity="jaccard", shrinkage=2.0))
+
+
+def _weighted(seed=0, n_users=300, n_items=40):
+    X = small_interactions(seed, n_users, n_items, density=0.2)
+    X.data = np.random.default_rng(seed).random(X.nnz).astype(np.float32) + 0.5  # no ties
+    return X
+
+
+def _dense_oracle(X, k, similarity, shrinkage):
+    A = X.toarray().astype(np.float64)
+    G = A.T @ A
+    d = np.diag(G)
+    if similarity == "cosine":
+        S = G / (np.sqrt(d)[:, None] * np.sqrt(d)[None, :] + shrinkage)
+    else:
+        S = G / (d[:, None] + d[None, :] - G + shrinkage)
+    out = np.zeros_like(S)
+    for i in range(S.shape[0]):
+        top = np.argsort(-S[i], kind="stable")[:k]
+        top = top[S[i, top] != 0]
+        out[i, top] = S[i, top]
+    return out
+
+
+@pytest.mark.parametrize("similarity,shrinkage", [("cosine", 0.0), ("cosine", 3.0), ("jaccard", 0.0)])
+def test_neighbours_equal_dense_oracle_over_column_blocks(similarity, shrinkage):
+    import dask
+
+    X = _weighted()
+    with dask.config.set({"dask_rec.gramian.item-block-size": 7}):  # several Gramian column blocks
+        model = ItemKNN(ItemKNNConfig(k=6, similarity=similarity, shrinkage=shrinkage)).fit(X)
+    np.testing.assert_allclose(model.similarity_.toarray(), _dense_oracle(X, 6, similarity, shrinkage),
+                               rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.filterwarnings("ignore:Method expects CSR input")
+def test_same_neighbours_and_scores_as_implicit_cosine():
+    from implicit.nearest_neighbours import CosineRecommender
+
+    X = _weighted(1)
+    theirs = CosineRecommender(K=10)
+    theirs.fit(sp.csr_matrix(X, dtype=np.float64), show_progress=False)
+    ours = ItemKNN(ItemKNNConfig(k=10)).fit(X)
+    T = sp.csr_matrix(theirs.similarity)
+    np.testing.assert_allclose(ours.similarity_.toarray(), T.toarray(), rtol=1e-5, atol=1e-6)
+    ids, _ = ours.recommend(X[:20], 5)
+    their_ids, _ = theirs.recommend(np.arange(20), sp.csr_matrix(X[:20], dtype=np.float64), N=5,
+                                    filter_already_liked_items=True)
+    np.testing.assert_array_equal(ids, their_ids)
+
+
+def test_fit_on_a_store_in_a_cluster_equals_in_process(tmp_path):
+    from dask_rec.store import write_store
+
+    X = _weighted(2)
+    write_store(tmp_path / "s.zarr", X, rows_per_block=60)
+    local = ItemKNN(ItemKNNConfig(k=7)).fit(X)
+    on_cluster = ItemKNN(ItemKNNConfig(k=7)).fit(str(tmp_path / "s.zarr"), client="local")
+    np.testing.assert_allclose(on_cluster.similarity_.toarray(), local.similarity_.toarray(), rtol=1e-6)
+
+
+@pytest.mark.parametrize("bad", [dict(k=0), dict(similarity="pearson"), dict(shrinkage=-1.0)])
+def test_config_errors_name_the_parameter(bad):
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        ItemKNNConfig(**bad)
+
+
+@pytest.mark.filterwarnings("ignore:Method expects CSR input")
+@pytest.mark.parametrize("similarity", ["bm25", "tfidf"])
+def test_same_neighbours_as_implicit_bm25_and_tfidf(similarity):
+    import dask
+    from implicit.nearest_neighbours import BM25Recommender, TFIDFRecommender
+
+    X = _weighted(3)
+    theirs = BM25Recommender(K=10) if similarity == "bm25" else TFIDFRecommender(K=10)
+    theirs.fit(sp.csr_matrix(X, dtype=np.float64), show_progress=False)
+    with dask.config.set({"dask_rec.blocks.target-nnz": 500, "dask_rec.gramian.item-block-size": 9}):
+        ours = ItemKNN(ItemKNNConfig(k=10, similarity=similarity)).fit(X)
+    np.testing.assert_allclose(ours.similarity_.toarray(), sp.csr_matrix(theirs.similarity).toarray(),
+                               rtol=1e-5, atol=1e-6)
