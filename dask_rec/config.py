@@ -165,15 +165,23 @@ class SANSAConfig:
         How to factor the (reordered, regularised) Gramian. Default: ICF.
     lower_triangle_inverter_config : UMRUnitLowerTriangleInverterConfig or ExactUnitLowerTriangleInverterConfig
         How to invert the unit lower triangular factor. Default: UMR.
+    nnz_per_item : float, optional
+        The budget per item instead of a density: each weight matrix keeps about
+        ``nnz_per_item · n_items`` non-zeros, i.e. ``δ = nnz_per_item / n_items``. When set it
+        replaces ``weight_matrix_density`` (a density of 5e-3 is 5 billion entries at a
+        million items; 50 per item is 50 million). See :meth:`density_for`.
     """
 
     l2: float = 20.0
     weight_matrix_density: float = 5e-3
     gramian_factorizer_config: FactorizerConfig = field(default_factory=ICFGramianFactorizerConfig)
     lower_triangle_inverter_config: InverterConfig = field(default_factory=UMRUnitLowerTriangleInverterConfig)
+    nnz_per_item: float | None = None
 
     def __post_init__(self) -> None:
         self.l2 = _check_real("l2", self.l2, positive=True)
+        if self.nnz_per_item is not None:
+            self.nnz_per_item = _check_real("nnz_per_item", self.nnz_per_item, positive=True)
         density = _check_real("weight_matrix_density", self.weight_matrix_density)
         if not 0.0 < density <= 1.0:
             raise ValueError(f"weight_matrix_density must be in (0, 1]; got {self.weight_matrix_density!r}")
@@ -188,6 +196,13 @@ class SANSAConfig:
                 "lower_triangle_inverter_config must be a UMRUnitLowerTriangleInverterConfig or an "
                 f"ExactUnitLowerTriangleInverterConfig; got {type(self.lower_triangle_inverter_config).__name__}"
             )
+
+    def density_for(self, n_items: int) -> float:
+        """The target density for ``n_items`` items: ``nnz_per_item / n_items`` when the budget
+        is given per item (at most 1), else ``weight_matrix_density``."""
+        if self.nnz_per_item is None:
+            return self.weight_matrix_density
+        return min(1.0, self.nnz_per_item / max(int(n_items), 1))
 
 
 def config_to_dict(config: SANSAConfig) -> dict:

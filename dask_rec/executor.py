@@ -102,10 +102,18 @@ class DaskExecutor:
                 h.release()
 
     def wait(self, handles) -> None:
+        """Wait for ``handles``; raise the exception of the first one that failed.
+
+        (A ``KilledWorker`` when a task kept killing the workers that ran it.)
+        """
         # distributed.wait() would look up the *default* client; wait through ours instead
         from distributed.client import _wait
 
-        self.client.sync(_wait, list(handles))
+        handles = list(handles)
+        self.client.sync(_wait, handles)
+        for h in handles:
+            if getattr(h, "status", None) in ("error", "cancelled"):
+                h.result()  # raises the task's exception (CancelledError when cancelled)
 
     def tree_reduce(self, fn: Callable, handles: Sequence, fan_in: int = 8, key: str | None = None,
                     bigmem: bool = False):

@@ -89,7 +89,7 @@ from dask_rec.config import ExactUnitLowerTriangleInverterConfig, UMRUnitLowerTr
 from dask_rec.executor import InProcessExecutor
 from dask_rec.kernels.pruning import N_BINS, coarse_histogram, fine_histogram, prune_by_key, threshold_key
 
-__all__ = ["invert_unit_lower", "assemble_blocks", "resolve_partition", "scan_skip_threshold"]
+__all__ = ["invert_unit_lower", "assemble_blocks", "resolve_partition", "scan_skip_threshold", "task_memory_bytes"]
 
 _log = logging.getLogger(__name__)
 
@@ -130,6 +130,17 @@ def scan_skip_threshold(scan: int, log_norm_threshold: float, n: int) -> float:
     index (``1e-1`` first) skips every column of typical factors in the first three scans.
     """
     return 10.0 ** max(-(scan + 1) - 1, log_norm_threshold) * math.sqrt(n)
+
+
+def task_memory_bytes(n: int, target_nnz: int, block_columns: int) -> int:
+    """Peak bytes of one UMR task, roughly: the factor L it reads (float32 and int32 an entry,
+    at most ``target_nnz`` of them), its dense accumulators (34 bytes × n) and its block before
+    and after the update (12 bytes an entry, at most the cap: ``block-cap-factor`` × the
+    block's share of the target, or ``min(n, 64)`` entries a column without a cap)."""
+    factor = _cap_factor() or 0.0
+    share = target_nnz * min(block_columns, max(n, 1)) / max(n, 1)
+    cap = factor * share if factor else min(n, 64) * min(block_columns, n)
+    return int(8 * target_nnz + 34 * n + 2 * 12 * (cap + share))
 
 
 def _cap_factor() -> float | None:

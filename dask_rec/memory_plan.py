@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["MemoryLimits", "memory_limits", "require", "gib"]
+__all__ = ["MemoryLimits", "memory_limits", "require", "gib", "size_text", "task_budget", "bigmem_budget"]
 
 
 @dataclass(frozen=True)
@@ -63,14 +63,42 @@ def gib(n_bytes: float) -> str:
     return f"{n_bytes / 2**30:.2f} GiB"
 
 
-def require(stage: str, need: int, have: int, what: str, knob: str) -> None:
+def size_text(n_bytes: float) -> str:
+    """``n_bytes`` in GiB, MiB or KiB, whichever reads best (``12.35 GiB``, ``48.0 MiB``)."""
+    if n_bytes >= 2**30:
+        return gib(n_bytes)
+    if n_bytes >= 2**20:
+        return f"{n_bytes / 2**20:.1f} MiB"
+    return f"{n_bytes / 2**10:.1f} KiB"
+
+
+def require(stage: str, need: int, have: int, what: str, knob: str, limit: int | None = None) -> None:
     """Raise :class:`~dask_rec.exceptions.InsufficientMemoryError` when ``need > have > 0``.
 
-    The message is one line: the stage, what needs the memory, both figures and the knob.
+    The message is one line: the stage, what needs the memory, both figures (and the memory
+    limit ``have`` is planned from, when given) and the knob.
     """
     from .exceptions import InsufficientMemoryError
 
     if have and need > have:
+        of = f" of a {size_text(limit)} memory limit" if limit else ""
         raise InsufficientMemoryError(
-            f"stage {stage}: {what} needs about {gib(need)}, more than the {gib(have)} it would have; {knob}"
+            f"stage {stage}: {what} needs about {size_text(need)}, more than the {size_text(have)}{of} it may use; "
+            f"{knob}"
         )
+
+
+def task_budget(limits: MemoryLimits) -> int:
+    """Bytes a stage may plan for one of its many tasks: ``dask_rec.memory.task-fraction`` of
+    the per-thread limit (the rest is for data the workers hold meanwhile); 0 when unknown."""
+    from . import settings
+
+    return int(limits.per_task * float(settings.get("memory.task-fraction")))
+
+
+def bigmem_budget(limits: MemoryLimits) -> int:
+    """Bytes a one-task stage (factorization, weights) may plan for on the big-memory worker:
+    ``dask_rec.memory.bigmem-fraction`` of its limit; 0 when unknown."""
+    from . import settings
+
+    return int(limits.bigmem * float(settings.get("memory.bigmem-fraction")))

@@ -5,24 +5,65 @@ process, or as tasks on a ``distributed`` cluster, with the same kernels in the 
 reduction. On a cluster every intermediate (blocks, Gramian, factor, inverse, weights) stays on
 the workers as futures computed from their lineage; the client receives only small summaries
 (counts, residual norms, timings).
+
+Two routes lead to the factor:
+
+* **streamed** (ICF with the popularity or natural order, the default): the order is known from
+  item counts before the Gramian, so only the lower triangle of the ordered Gramian is computed,
+  in column blocks planned from the workers' memory, kept on the big-memory worker when small or
+  written to disk when not (:mod:`dask_rec.gramian_store`); the factorization streams over those
+  blocks, holding about the factor plus one block (:func:`~dask_rec.factorize.factorize_lower_gramian`).
+* **assembled** (CHOLMOD, or the COLAMD/AMD orderings, which read the whole matrix): the Gramian
+  in planned column blocks, gathered by one task on the big-memory worker.
+
+Before any expensive stage runs, the memory each stage's tasks will need is checked against the
+workers' limits (:mod:`dask_rec.memory_plan`); a stage that cannot fit stops the fit with one line
+naming the stage, the figures and the knob.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import operator
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from .factorize import check_factorization_memory, effective_density, factor_budget, submit_factorization
-from .gramian import reduce_gramian, reduce_item_counts
-from .invert import invert_unit_lower
+from . import settings
+from .factorize import (
+    check_factorization_memory,
+    effective_density,
+    factor_budget,
+    streamed_factorization_bytes,
+    submit_factorization,
+    submit_lower_factorization,
+)
+from .gramian import (
+    ENTRY_BYTES,
+    gramian_column_bound,
+    lower_column_bound,
+    lower_gramian_stage,
+    ordered_row_blocks,
+    plan_column_blocks,
+    plan_lower_blocks,
+    reduce_column_work,
+    reduce_gramian,
+    reduce_item_counts,
+    reduce_row_work,
+)
+from .invert import invert_unit_lower, task_memory_bytes
+from .memory_plan import bigmem_budget, gib, memory_limits, require, task_budget
 
-__all__ = ["FitResult", "fit_weights"]
+__all__ = ["FitResult", "fit_weights", "uses_streamed_gramian", "weights_memory_bytes"]
 
 logger = logging.getLogger(__name__)
+
+_BIGMEM_KNOB = ("run a worker with more memory and the 'bigmem' resource "
+                "(dask worker --resources bigmem=1 --memory-limit ...)")
 
 
 @dataclass
@@ -35,11 +76,17 @@ class FitResult:
 
 
 class _Stages:
-    """Times stages; on a cluster waits for each stage's tasks (with a progress bar in a terminal)."""
+    """Times stages; on a cluster waits for each stage's tasks (with a progress bar in a terminal).
 
-    def __init__(self, executor, progress: bool | None):
+    A stage whose tasks failed raises (a task that kept killing its workers becomes an
+    :class:`~dask_rec.exceptions.InsufficientMemoryError` naming the stage) and is logged as
+    failed, never as done.
+    """
+
+    def __init__(self, executor, progress: bool | None, limits):
         self.executor = executor
         self.progress = sys.stderr.isatty() if progress is None else progress
+        self.limits = limits
         self.seconds: dict[str, float] = {}
 
     @contextlib.contextmanager
@@ -47,16 +94,96 @@ class _Stages:
         logger.info("stage %s: started", name)
         t0 = time.perf_counter()
         handles: list = []
-        yield handles
-        if self.executor.client is not None and handles:
-            if self.progress:
-                from distributed import progress
+        try:
+            yield handles
+            if self.executor.client is not None and handles:
+                if self.progress:
+                    from distributed import progress
 
-                print(f"[dask_rec] {name}", file=sys.stderr)
-                progress(handles)
-            self.executor.wait(handles)
+                    print(f"[dask_rec] {name}", file=sys.stderr)
+                    progress(handles)
+                self.executor.wait(handles)
+        except BaseException as exc:
+            logger.error("stage %s: failed after %.2f s", name, time.perf_counter() - t0)
+            _raise_memory_error_if_killed(name, exc, self.limits)
+            raise
         self.seconds[name] = round(time.perf_counter() - t0, 3)
         logger.info("stage %s: done in %.2f s", name, self.seconds[name])
+
+
+def _raise_memory_error_if_killed(stage: str, exc: BaseException, limits) -> None:
+    try:
+        from distributed import KilledWorker
+    except ImportError:  # pragma: no cover
+        return
+    if not isinstance(exc, KilledWorker):
+        return
+    from .exceptions import InsufficientMemoryError
+
+    where = (f"workers with {gib(limits.per_task)} per thread and {gib(limits.bigmem)} on the bigmem worker"
+             if limits.per_task else "workers without memory limits")
+    knob = (_BIGMEM_KNOB if stage in ("factorize", "weights")
+            else "give the workers more memory per thread (fewer threads, or a larger --memory-limit), "
+                 "or lower dask_rec.memory.task-fraction")
+    raise InsufficientMemoryError(
+        f"stage {stage}: a task kept killing the workers that ran it (most likely out of memory, on {where}); "
+        f"{knob}"
+    ) from exc
+
+
+def uses_streamed_gramian(config, compute_gramian: bool = True) -> bool:
+    """Whether a fit takes the streamed route (ICF with an order known before the Gramian)."""
+    fconf = config.gramian_factorizer_config
+    return (compute_gramian and fconf.factorization_method == "ICF"
+            and fconf.reordering_method in ("popularity", "natural"))
+
+
+def _check_model_memory(limits, n_items: int, density: float, config) -> None:
+    """Refuse up front what the factor's budget alone makes impossible: the factorization and
+    the weights on the big-memory worker, the inverse's tasks on every worker."""
+    from .invert import resolve_partition
+
+    budget = factor_budget(density, n_items)
+    knob = "lower the budget (--nnz-per-item or --density)"
+    if config.gramian_factorizer_config.factorization_method == "ICF":
+        require("factorize", streamed_factorization_bytes(n_items, density, 0), bigmem_budget(limits),
+                f"the ICF of {n_items:,} items (budget {budget:,} entries)", f"{knob}, or {_BIGMEM_KNOB}",
+                limits.bigmem)
+    require("weights", weights_memory_bytes(n_items, budget), bigmem_budget(limits),
+            f"assembling the weights ({budget:,} entries each)", f"{knob}, or {_BIGMEM_KNOB}", limits.bigmem)
+    if config.lower_triangle_inverter_config.approximate_inverse_method == "UMR":
+        block_columns, _ = resolve_partition(n_items)
+        require("invert", task_memory_bytes(n_items, budget, block_columns), task_budget(limits),
+                f"a UMR task ({n_items:,} items, budget {budget:,} entries, {block_columns} columns per block)",
+                f"{knob}, lower dask_rec.umr.block-columns, or give the workers more memory per thread",
+                limits.per_task)
+
+
+def weights_memory_bytes(n_items: int, budget: int) -> int:
+    """Peak bytes of :func:`~dask_rec.kernels.weights.weights_from_inverse`, roughly: the
+    inverse's blocks, their concatenation and the permuted, transposed and scaled copies."""
+    return int(64 * budget + 64 * n_items)
+
+
+def _scratch_dir(source) -> Path:
+    configured = settings.get("gramian.scratch-dir")
+    if configured:
+        return Path(configured)
+    if source.store is not None:
+        return Path(source.store.path).parent
+    return Path(tempfile.gettempdir())
+
+
+def _lower_gramian_on_disk(estimate_bytes: int, limits) -> bool:
+    storage = str(settings.get("gramian.storage")).lower()
+    if storage not in ("auto", "memory", "disk"):
+        raise ValueError(f"dask_rec.gramian.storage must be auto, memory or disk; got {storage!r}")
+    if storage != "auto":
+        return storage == "disk"
+    if settings.get("gramian.keep"):
+        return True
+    room = limits.bigmem * float(settings.get("gramian.in-memory-fraction"))
+    return bool(room) and estimate_bytes > room
 
 
 def fit_weights(source, config, executor, *, compute_gramian: bool = True, progress: bool | None = None) -> FitResult:
@@ -71,38 +198,23 @@ def fit_weights(source, config, executor, *, compute_gramian: bool = True, progr
         raise ValueError(
             f"with compute_gramian=False the data must be a square item-item matrix; got shape {source.shape}"
         )
-    density = effective_density(config.weight_matrix_density, n_items)
-    fconf = config.gramian_factorizer_config
-    stages = _Stages(executor, progress)
+    density = effective_density(config.density_for(n_items), n_items)
+    limits = memory_limits(executor)
+    _check_model_memory(limits, n_items, density, config)
+    stages = _Stages(executor, progress, limits)
     t0 = time.perf_counter()
+    extra: dict = {}
 
     with stages.stage("read") as wait_for:
         blocks = source.block_handles(executor)
         wait_for.extend(blocks)
 
-    with stages.stage("gramian") as wait_for:
-        if compute_gramian:
-            counts = reduce_item_counts(executor, blocks)
-            gramian = reduce_gramian(executor, blocks, n_items)
-        else:  # the data is the item-item matrix itself; popularity is its diagonal
-            given = executor.submit(_stack_rows, blocks, key="gramian-given")
-            counts = executor.submit(_diagonal, given, key="gramian-diagonal")
-            gramian = [(0, n_items, given)]
-        gramian_handles = [h for _, _, h in gramian]
-        wait_for.extend(gramian_handles + [counts])
-
-    gramian_nnz = sum(executor.gather(executor.map(_nnz, gramian_handles, key="gramian-nnz")))
-    check_factorization_memory(executor, gramian_nnz, n_items, density)
-    with stages.stage("factorize") as wait_for:
-        needs_x = compute_gramian and fconf.reordering_method == "colamd"
-        factor = submit_factorization(
-            executor, gramian_handles, l2=config.l2, density=density, factorizer_config=fconf,
-            item_counts_handle=counts, X_handles=blocks if needs_x else None,
-        )
-        wait_for.append(factor)
-    _raise_if_killed(executor, factor, gramian_nnz, n_items, density)
-    executor.release(*gramian_handles, *blocks)
-    del gramian_handles, blocks, gramian
+    if uses_streamed_gramian(config, compute_gramian):
+        factor, gramian_info = _streamed_factor(executor, stages, source, blocks, n_items, density, config, limits)
+    else:
+        factor, gramian_info = _assembled_factor(executor, stages, blocks, n_items, density, config, limits,
+                                                 compute_gramian)
+    extra["gramian"] = gramian_info
 
     L = executor.submit(operator.attrgetter("L"), factor, key="factor-L")
     d = executor.submit(operator.attrgetter("d"), factor, key="factor-d")
@@ -132,8 +244,87 @@ def fit_weights(source, config, executor, *, compute_gramian: bool = True, progr
         "total_seconds": round(time.perf_counter() - t0, 3),
         "factor": factor_stats,
         "inverse": inverse_report,
+        **extra,
     }
     return FitResult(weights=weights, n_items=n_items, report=report)
+
+
+def _streamed_factor(executor, stages, source, blocks, n_items, density, config, limits):
+    """Gramian's lower triangle in the fit's order, in planned blocks; ICF streamed over them."""
+    from .gramian_store import finish_lower_gramian, remove_lower_gramian
+    from .kernels.ordering import item_ordering
+
+    fconf = config.gramian_factorizer_config
+    natural = fconf.reordering_method == "natural"
+    with stages.stage("gramian") as wait_for:
+        counts = executor.gather(reduce_item_counts(executor, blocks))
+        order = item_ordering(fconf.reordering_method, item_counts=counts)
+        ordered = ordered_row_blocks(executor, blocks, order, natural)
+        if not natural:
+            executor.release(*blocks)
+        bound = lower_column_bound(executor.gather(reduce_row_work(executor, ordered)))
+        bounds = plan_lower_blocks(bound, task_budget(limits), n_row_blocks=len(ordered), limit=limits.per_task)
+        largest = max((int(bound[a:b].sum()) for a, b in bounds), default=0)
+        require("factorize", streamed_factorization_bytes(n_items, density, largest), bigmem_budget(limits),
+                f"the ICF of {n_items:,} items (budget {factor_budget(density, n_items):,} entries, "
+                f"Gramian blocks of up to {largest:,} entries)",
+                f"lower the budget (--nnz-per-item or --density), or {_BIGMEM_KNOB}", limits.bigmem)
+        estimate = ENTRY_BYTES * int(bound.sum())
+        on_disk = _lower_gramian_on_disk(estimate, limits)
+        scratch = _scratch_dir(source) if on_disk else None
+        logger.info("gramian: lower triangle of %d items in %d column blocks (at most %s), %s", n_items, len(bounds),
+                    gib(estimate), f"written under {scratch}" if on_disk else "kept in memory")
+        lower = lower_gramian_stage(executor, ordered, n_items, order, bounds, scratch_dir=scratch,
+                                    ordering=fconf.reordering_method)
+        wait_for.extend(lower.handles)
+    executor.release(*ordered)
+    info = {"route": "streamed", "blocks": len(bounds), "lower_nnz": lower.nnz, "lower_bound": int(bound.sum()),
+            "on_disk": lower.on_disk}
+    try:
+        with stages.stage("factorize") as wait_for:
+            factor = submit_lower_factorization(executor, dataclasses.replace(lower, handles=[]), lower.handles,
+                                                l2=config.l2, density=density, factorizer_config=fconf)
+            wait_for.append(factor)
+    finally:
+        executor.release(*lower.handles)
+        if lower.on_disk:
+            keep = settings.get("gramian.keep")
+            kept = finish_lower_gramian(lower.path, lower.nnz, keep) if keep else None
+            if kept:
+                info["kept"] = kept
+                logger.info("gramian: kept at %s", kept)
+            else:
+                remove_lower_gramian(lower.path)
+    return factor, info
+
+
+def _assembled_factor(executor, stages, blocks, n_items, density, config, limits, compute_gramian):
+    """The whole Gramian in planned column blocks, factorized by one task."""
+    fconf = config.gramian_factorizer_config
+    with stages.stage("gramian") as wait_for:
+        if compute_gramian:
+            counts = reduce_item_counts(executor, blocks)
+            bound = gramian_column_bound(executor.gather(reduce_column_work(executor, blocks)))
+            bounds = plan_column_blocks(bound, task_budget(limits), n_row_blocks=len(blocks), limit=limits.per_task)
+            gramian = reduce_gramian(executor, blocks, n_items, bounds=bounds)
+        else:  # the data is the item-item matrix itself; popularity is its diagonal
+            given = executor.submit(_stack_rows, blocks, key="gramian-given")
+            counts = executor.submit(_diagonal, given, key="gramian-diagonal")
+            gramian = [(0, n_items, given)]
+        gramian_handles = [h for _, _, h in gramian]
+        wait_for.extend(gramian_handles + [counts])
+
+    gramian_nnz = sum(executor.gather(executor.map(_nnz, gramian_handles, key="gramian-nnz")))
+    check_factorization_memory(executor, gramian_nnz, n_items, density)
+    with stages.stage("factorize") as wait_for:
+        needs_x = compute_gramian and fconf.reordering_method == "colamd"
+        factor = submit_factorization(
+            executor, gramian_handles, l2=config.l2, density=density, factorizer_config=fconf,
+            item_counts_handle=counts, X_handles=blocks if needs_x else None,
+        )
+        wait_for.append(factor)
+    executor.release(*gramian_handles, *blocks)
+    return factor, {"route": "assembled", "blocks": len(gramian_handles), "nnz": int(gramian_nnz)}
 
 
 def _stack_rows(blocks):
@@ -142,32 +333,10 @@ def _stack_rows(blocks):
     return sp.vstack(blocks, format="csr").astype("float64")
 
 
-def _raise_if_killed(executor, factor, gramian_nnz, n_items, density) -> None:
-    """Turn a factorization task that kept killing its workers into a clear memory error."""
-    if executor.client is None:
-        return
-    from distributed import KilledWorker
-
-    from .exceptions import InsufficientMemoryError
-    from .executor import BIGMEM_RESOURCE
-    from .factorize import factorization_memory_estimate
-
-    try:
-        executor.wait([factor])
-        if factor.status == "error":
-            factor.result()
-    except KilledWorker as exc:
-        need = factorization_memory_estimate(gramian_nnz, n_items, density)
-        raise InsufficientMemoryError(
-            f"the factorization task killed its worker(s) ({exc}); it needs about {need / 2**30:.2f} GiB. "
-            f"Run one worker with enough memory and the '{BIGMEM_RESOURCE}' resource "
-            f"(dask worker --resources {BIGMEM_RESOURCE}=1 --memory-limit ...)."
-        ) from exc
-
-
 def _nnz(matrix) -> int:
     return int(matrix.nnz)
 
 
 def _diagonal(matrix):
     return matrix.diagonal()
+

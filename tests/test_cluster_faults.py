@@ -127,7 +127,7 @@ def _wait_for_workers(monitor, n: int, timeout: float = 60) -> None:
 
 
 @pytest.mark.parametrize(("stage", "prefixes"), [
-    ("gramian", ("gramian-block", "gramian-sum")),
+    ("gramian", ("gramian-block", "gramian-sum", "gramian-lower")),
     ("invert", ("umr-update", "umr-prune")),  # past the first waves: lineage through several updates
 ], ids=["gramian", "umr"])
 def test_worker_killed_mid_stage_fit_completes_with_the_same_model(cluster, monitor, store, reference, workdir,

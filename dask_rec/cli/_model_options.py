@@ -12,6 +12,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--l2", type=float, default=20.0, help="L2 regularisation λ (default: 20)")
     group.add_argument("--density", type=float, default=5e-3, dest="weight_matrix_density",
                        help="target density of each weight matrix, in (0, 1] (default: 5e-3)")
+    group.add_argument("--nnz-per-item", type=float, default=None, metavar="N",
+                       help="budget per item instead of --density: each weight matrix keeps about "
+                            "N x n_items non-zeros (e.g. 50 for a million items)")
     group.add_argument("--factorizer", choices=("icf", "cholmod"), default="icf",
                        help="icf: incomplete Cholesky with a budget (default); cholmod: exact, then pruned")
     group.add_argument("--ordering", choices=REORDERING_METHODS, default=None,
@@ -37,4 +40,5 @@ def config_from_args(args):
     inverter = (UMRUnitLowerTriangleInverterConfig(scans=args.scans, finetune_steps=args.finetune_steps)
                 if args.inverter == "umr" else ExactUnitLowerTriangleInverterConfig())
     return SANSAConfig(l2=args.l2, weight_matrix_density=args.weight_matrix_density,
-                       gramian_factorizer_config=factorizer, lower_triangle_inverter_config=inverter)
+                       gramian_factorizer_config=factorizer, lower_triangle_inverter_config=inverter,
+                       nnz_per_item=getattr(args, "nnz_per_item", None))

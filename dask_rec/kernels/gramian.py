@@ -23,6 +23,7 @@ __all__ = [
     "block_gramian",
     "upper_gramian_rows",
     "upper_row_work",
+    "gramian_column_work",
     "permute_items",
     "lower_block_sums",
     "scale_lower_block",
@@ -351,6 +352,18 @@ def upper_row_work(X_block) -> np.ndarray:
     """
     X = _canonical_rows(X_block)
     return _kernels()["upper_row_work"](X.shape[1], X.indptr, X.indices)
+
+
+def gramian_column_work(X_block) -> np.ndarray:
+    """Per item ``i``: products summed into column ``i`` of ``XbᵀXb`` (``Σ_{u ∋ i} |X[u, :]|``).
+
+    An upper bound on that column's non-zeros (int64, one per item); summed over row blocks
+    and capped at ``n_items`` it bounds the whole Gramian's columns before it is computed.
+    """
+    X = _canonical_rows(X_block)
+    degree = np.diff(X.indptr)
+    return np.bincount(X.indices, weights=np.repeat(degree, degree).astype(np.float64),
+                       minlength=X.shape[1]).astype(np.int64)
 
 
 def lower_block_sums(block, col_start: int, sumsq: np.ndarray, diag: np.ndarray) -> None:
