@@ -253,9 +253,9 @@ def lower_gramian_stage(executor, ordered_blocks: list, n_items: int, order: np.
         path = create_lower_gramian(scratch_dir, n_items, bounds, order, ordering)
     handles = reduce_lower_gramian(executor, ordered_blocks, n_items, bounds, path=path)
     counts = handles if path is not None else executor.map(_nnz, handles, key="gramian-lower-nnz")
-    nnz = int(sum(executor.gather(counts)))
+    block_nnz = [int(c) for c in executor.gather(counts)]
     if path is not None:
         executor.release(*handles)
         handles = []
     return LowerGramian(n_items=int(n_items), bounds=list(bounds), order=np.asarray(order, dtype=np.int64),
-                        path=path, handles=handles, nnz=nnz)
+                        path=path, handles=handles, nnz=sum(block_nnz), block_nnz=block_nnz, ordering=ordering)

@@ -57,6 +57,12 @@ class LowerGramian:
         In memory: one handle (value or future) per block.
     nnz : int
         Stored entries of the lower triangle, diagonal included (0 until known).
+    block_nnz : list of int
+        Stored entries per block (empty until known).
+    ordering : str
+        The name of the order (``"popularity"``, ``"natural"``).
+    info : dict
+        What the stage that computed it measured (see :func:`dask_rec.training.compute_lower_gramian`).
     """
 
     n_items: int
@@ -65,6 +71,9 @@ class LowerGramian:
     path: str | None = None
     handles: list = field(default_factory=list)
     nnz: int = 0
+    block_nnz: list = field(default_factory=list)
+    ordering: str = "popularity"
+    info: dict = field(default_factory=dict)
 
     @property
     def on_disk(self) -> bool:
@@ -167,8 +176,10 @@ def open_lower_gramian(path) -> LowerGramian:
         raise ValueError(f"{str(p)!r} is not a dask_rec Gramian directory (kind={attrs.get('kind')!r})")
     if "nnz" not in attrs:
         raise ValueError(f"the Gramian at {str(p)!r} is incomplete (its fit did not finish)")
+    block_nnz = [int(root[_name(c)]["indices"].shape[0]) for c in range(len(attrs["bounds"]))]
     return LowerGramian(n_items=int(attrs["n_items"]), bounds=[tuple(b) for b in attrs["bounds"]],
-                        order=root["order"][:], path=str(p), nnz=int(attrs["nnz"]))
+                        order=root["order"][:], path=str(p), nnz=int(attrs["nnz"]), block_nnz=block_nnz,
+                        ordering=str(attrs.get("ordering", "popularity")))
 
 
 def _name(c: int) -> str:

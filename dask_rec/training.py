@@ -58,7 +58,8 @@ from .gramian import (
 from .invert import invert_unit_lower, task_memory_bytes
 from .memory_plan import bigmem_budget, gib, memory_limits, require, task_budget
 
-__all__ = ["FitResult", "fit_weights", "uses_streamed_gramian", "weights_memory_bytes"]
+__all__ = ["FitResult", "fit_weights", "uses_streamed_gramian", "weights_memory_bytes", "compute_lower_gramian",
+           "fit_weights_from_lower_gramian", "release_lower_gramian"]
 
 logger = logging.getLogger(__name__)
 
@@ -191,8 +192,6 @@ def fit_weights(source, config, executor, *, compute_gramian: bool = True, progr
 
     ``compute_gramian=False`` treats the data as a precomputed item-item matrix (in memory).
     """
-    from .kernels.weights import weights_from_inverse
-
     n_items = int(source.shape[1])
     if not compute_gramian and source.shape[0] != source.shape[1]:
         raise ValueError(
@@ -203,18 +202,80 @@ def fit_weights(source, config, executor, *, compute_gramian: bool = True, progr
     _check_model_memory(limits, n_items, density, config)
     stages = _Stages(executor, progress, limits)
     t0 = time.perf_counter()
-    extra: dict = {}
 
     with stages.stage("read") as wait_for:
         blocks = source.block_handles(executor)
         wait_for.extend(blocks)
 
     if uses_streamed_gramian(config, compute_gramian):
-        factor, gramian_info = _streamed_factor(executor, stages, source, blocks, n_items, density, config, limits)
+        ordering = config.gramian_factorizer_config.reordering_method
+        lower, gramian_info = _lower_gramian(executor, stages, source, blocks, ordering, limits, density=density)
+        try:
+            factor = _factor_from_lower(executor, stages, lower, density, config, limits)
+        finally:
+            gramian_info.update(_dispose_lower_gramian(executor, lower))
     else:
         factor, gramian_info = _assembled_factor(executor, stages, blocks, n_items, density, config, limits,
                                                  compute_gramian)
-    extra["gramian"] = gramian_info
+    weights, report = _inverse_and_weights(executor, stages, factor, n_items, density, config)
+    report.update({"n_users": int(source.shape[0]), "nnz": int(source.nnz), "gramian": gramian_info,
+                   "stage_seconds": stages.seconds, "total_seconds": round(time.perf_counter() - t0, 3)})
+    return FitResult(weights=weights, n_items=n_items, report=report)
+
+
+def compute_lower_gramian(source, executor, *, ordering: str = "popularity", progress: bool | None = None):
+    """The read and Gramian stages of the streamed route alone, for fits that share one Gramian.
+
+    Returns the :class:`~dask_rec.gramian_store.LowerGramian` of ``source`` in ``ordering``
+    (``"popularity"`` or ``"natural"``): its blocks stay on the cluster (or on disk, see
+    ``dask_rec.gramian.storage``) until :func:`release_lower_gramian`. Its scaling and order do
+    not depend on λ or the budget, so any number of :func:`fit_weights_from_lower_gramian` calls
+    (with different configs, even concurrently from threads) can read it.
+    """
+    if ordering not in ("popularity", "natural"):
+        raise ValueError(f"a shared Gramian needs an order known before it: popularity or natural; got {ordering!r}")
+    limits = memory_limits(executor)
+    stages = _Stages(executor, progress, limits)
+    with stages.stage("read") as wait_for:
+        blocks = source.block_handles(executor)
+        wait_for.extend(blocks)
+    lower, info = _lower_gramian(executor, stages, source, blocks, ordering, limits)
+    lower.info = {**info, "stage_seconds": dict(stages.seconds)}
+    return lower
+
+
+def release_lower_gramian(executor, lower) -> dict:
+    """Release a :func:`compute_lower_gramian` result: its blocks, or its directory (unless kept)."""
+    return _dispose_lower_gramian(executor, lower)
+
+
+def fit_weights_from_lower_gramian(lower, config, executor, *, progress: bool | None = None) -> FitResult:
+    """Factorize, invert and assemble the weights of ``config`` from a computed lower Gramian.
+
+    ``config`` must use the ICF with the Gramian's order. Same weights as :func:`fit_weights` on
+    the data the Gramian came from.
+    """
+    fconf = config.gramian_factorizer_config
+    if not uses_streamed_gramian(config) or fconf.reordering_method != lower.ordering:
+        raise ValueError(f"this Gramian is in {lower.ordering!r} order: the config must use the ICF with "
+                         f"reordering_method={lower.ordering!r}; got {fconf.factorization_method} with "
+                         f"{fconf.reordering_method!r}")
+    n_items = int(lower.n_items)
+    density = effective_density(config.density_for(n_items), n_items)
+    limits = memory_limits(executor)
+    _check_model_memory(limits, n_items, density, config)
+    stages = _Stages(executor, progress, limits)
+    t0 = time.perf_counter()
+    factor = _factor_from_lower(executor, stages, lower, density, config, limits)
+    weights, report = _inverse_and_weights(executor, stages, factor, n_items, density, config)
+    report.update({"stage_seconds": stages.seconds, "total_seconds": round(time.perf_counter() - t0, 3),
+                   "gramian": dict(getattr(lower, "info", None) or {})})
+    return FitResult(weights=weights, n_items=n_items, report=report)
+
+
+def _inverse_and_weights(executor, stages, factor, n_items, density, config):
+    """The invert and weights stages from a factor's handle; returns (weights handle, report)."""
+    from .kernels.weights import weights_from_inverse
 
     L = executor.submit(operator.attrgetter("L"), factor, key="factor-L")
     d = executor.submit(operator.attrgetter("d"), factor, key="factor-d")
@@ -234,68 +295,72 @@ def fit_weights(source, config, executor, *, compute_gramian: bool = True, progr
         )
         wait_for.append(weights)
     executor.release(factor, L, d, p, *[h for _, _, h in inverse_blocks])
-
-    report = {
-        "n_users": int(source.shape[0]),
-        "n_items": n_items,
-        "nnz": int(source.nnz),
-        "density": density,
-        "stage_seconds": stages.seconds,
-        "total_seconds": round(time.perf_counter() - t0, 3),
-        "factor": factor_stats,
-        "inverse": inverse_report,
-        **extra,
-    }
-    return FitResult(weights=weights, n_items=n_items, report=report)
+    return weights, {"n_items": n_items, "density": density, "factor": factor_stats, "inverse": inverse_report}
 
 
-def _streamed_factor(executor, stages, source, blocks, n_items, density, config, limits):
-    """Gramian's lower triangle in the fit's order, in planned blocks; ICF streamed over them."""
-    from .gramian_store import finish_lower_gramian, remove_lower_gramian
+def _lower_gramian(executor, stages, source, blocks, ordering, limits, density=None):
+    """The Gramian stage of the streamed route: item order from counts, lower triangle of the
+    ordered Gramian in planned column blocks. With ``density``, the factorization's memory is
+    checked against the planned blocks before the Gramian is computed."""
     from .kernels.ordering import item_ordering
 
-    fconf = config.gramian_factorizer_config
-    natural = fconf.reordering_method == "natural"
+    n_items = int(source.shape[1])
+    natural = ordering == "natural"
     with stages.stage("gramian") as wait_for:
         counts = executor.gather(reduce_item_counts(executor, blocks))
-        order = item_ordering(fconf.reordering_method, item_counts=counts)
+        order = item_ordering(ordering, item_counts=counts)
         ordered = ordered_row_blocks(executor, blocks, order, natural)
         if not natural:
             executor.release(*blocks)
         bound = lower_column_bound(executor.gather(reduce_row_work(executor, ordered)))
         bounds = plan_lower_blocks(bound, task_budget(limits), n_row_blocks=len(ordered), limit=limits.per_task)
-        largest = max((int(bound[a:b].sum()) for a, b in bounds), default=0)
-        require("factorize", streamed_factorization_bytes(n_items, density, largest), bigmem_budget(limits),
-                f"the ICF of {n_items:,} items (budget {factor_budget(density, n_items):,} entries, "
-                f"Gramian blocks of up to {largest:,} entries)",
-                f"lower the budget (--nnz-per-item or --density), or {_BIGMEM_KNOB}", limits.bigmem)
+        if density is not None:
+            largest = max((int(bound[a:b].sum()) for a, b in bounds), default=0)
+            _require_factorization(n_items, density, largest, limits)
         estimate = ENTRY_BYTES * int(bound.sum())
         on_disk = _lower_gramian_on_disk(estimate, limits)
         scratch = _scratch_dir(source) if on_disk else None
         logger.info("gramian: lower triangle of %d items in %d column blocks (at most %s), %s", n_items, len(bounds),
                     gib(estimate), f"written under {scratch}" if on_disk else "kept in memory")
-        lower = lower_gramian_stage(executor, ordered, n_items, order, bounds, scratch_dir=scratch,
-                                    ordering=fconf.reordering_method)
+        lower = lower_gramian_stage(executor, ordered, n_items, order, bounds, scratch_dir=scratch, ordering=ordering)
         wait_for.extend(lower.handles)
     executor.release(*ordered)
-    info = {"route": "streamed", "blocks": len(bounds), "lower_nnz": lower.nnz, "lower_bound": int(bound.sum()),
-            "on_disk": lower.on_disk}
-    try:
-        with stages.stage("factorize") as wait_for:
-            factor = submit_lower_factorization(executor, dataclasses.replace(lower, handles=[]), lower.handles,
-                                                l2=config.l2, density=density, factorizer_config=fconf)
-            wait_for.append(factor)
-    finally:
-        executor.release(*lower.handles)
-        if lower.on_disk:
-            keep = settings.get("gramian.keep")
-            kept = finish_lower_gramian(lower.path, lower.nnz, keep) if keep else None
-            if kept:
-                info["kept"] = kept
-                logger.info("gramian: kept at %s", kept)
-            else:
-                remove_lower_gramian(lower.path)
-    return factor, info
+    return lower, {"route": "streamed", "blocks": len(bounds), "lower_nnz": lower.nnz, "lower_bound": int(bound.sum()),
+                   "on_disk": lower.on_disk}
+
+
+def _require_factorization(n_items, density, largest_block, limits) -> None:
+    require("factorize", streamed_factorization_bytes(n_items, density, largest_block), bigmem_budget(limits),
+            f"the ICF of {n_items:,} items (budget {factor_budget(density, n_items):,} entries, "
+            f"Gramian blocks of up to {largest_block:,} entries)",
+            f"lower the budget (--nnz-per-item or --density), or {_BIGMEM_KNOB}", limits.bigmem)
+
+
+def _factor_from_lower(executor, stages, lower, density, config, limits):
+    """The factorize stage of the streamed route: one task on the bigmem worker."""
+    _require_factorization(lower.n_items, density, max(lower.block_nnz, default=0), limits)
+    with stages.stage("factorize") as wait_for:
+        factor = submit_lower_factorization(executor, dataclasses.replace(lower, handles=[]), lower.handles,
+                                            l2=config.l2, density=density,
+                                            factorizer_config=config.gramian_factorizer_config)
+        wait_for.append(factor)
+    return factor
+
+
+def _dispose_lower_gramian(executor, lower) -> dict:
+    """Release the blocks, or remove (or, with ``dask_rec.gramian.keep``, keep) their directory."""
+    from .gramian_store import finish_lower_gramian, remove_lower_gramian
+
+    executor.release(*lower.handles)
+    if not lower.on_disk:
+        return {}
+    keep = settings.get("gramian.keep")
+    kept = finish_lower_gramian(lower.path, lower.nnz, keep) if keep else None
+    if kept:
+        logger.info("gramian: kept at %s", kept)
+        return {"kept": kept}
+    remove_lower_gramian(lower.path)
+    return {}
 
 
 def _assembled_factor(executor, stages, blocks, n_items, density, config, limits, compute_gramian):

@@ -210,3 +210,25 @@ def test_memory_estimates_grow_with_what_they_describe():
     assert streamed_factorization_bytes(10**6, 5e-5, 0) > 20 * 50 * 10**6
     assert task_memory_bytes(10**6, 50 * 10**6, 4096) > 8 * 50 * 10**6
     assert training.weights_memory_bytes(10**6, 50 * 10**6) > 2 * 8 * 50 * 10**6
+
+
+def test_one_shared_gramian_gives_each_config_the_weights_of_its_own_fit(X, tmp_path):
+    from dask_rec.blocks import as_row_block_source
+    from dask_rec.executor import InProcessExecutor
+
+    executor = InProcessExecutor()
+    with dask.config.set({"dask_rec.gramian.storage": "disk", "dask_rec.gramian.item-block-size": 40,
+                          "dask_rec.gramian.scratch-dir": str(tmp_path)}):
+        lower = training.compute_lower_gramian(as_row_block_source(X), executor)
+        assert lower.on_disk and len(lower.bounds) == 7 and sum(lower.block_nnz) == lower.nnz
+        for l2, per_item in ((10.0, 13), (200.0, 40)):
+            config = SANSAConfig(l2, nnz_per_item=per_item, gramian_factorizer_config=ICFGramianFactorizerConfig(),
+                                 lower_triangle_inverter_config=CONFIG.lower_triangle_inverter_config)
+            shared = training.fit_weights_from_lower_gramian(lower, config, executor)
+            _same(shared.weights, SANSA(config).fit(X).weights)
+        with pytest.raises(ValueError, match="popularity"):
+            training.fit_weights_from_lower_gramian(
+                lower, SANSAConfig(gramian_factorizer_config=ICFGramianFactorizerConfig(reordering_method="natural")),
+                executor)
+        training.release_lower_gramian(executor, lower)
+    assert list(tmp_path.iterdir()) == []
