@@ -119,27 +119,23 @@ def factorization_memory_estimate(gramian_nnz: int, n_items: int, density: float
     return int(1.5 * 12 * gramian_nnz + 2 * 16 * factor_budget(density, n_items) + 64 * n_items)
 
 
-def check_factorization_memory(executor, gramian_nnz: int, n_items: int, density: float) -> None:
-    """Fail fast, naming the ``bigmem`` resource, when no worker is big enough to factorize."""
-    from .exceptions import InsufficientMemoryError
-    from .executor import BIGMEM_RESOURCE
+def check_factorization_memory(limits, gramian_nnz: int, n_items: int, density: float, *, estimated: bool = False) -> None:
+    """Fail fast, naming the ``bigmem`` resource, when the assembled route's one factorization
+    task cannot fit the big-memory worker (cluster runs with memory limits only).
 
-    client = executor.client
-    if client is None:
-        return
-    workers = client.scheduler_info().get("workers", {}).values()
-    candidates = [w for w in workers if BIGMEM_RESOURCE in (w.get("resources") or {})] or list(workers)
-    limits = [w.get("memory_limit") or 0 for w in candidates]
-    if not limits or any(limit == 0 for limit in limits):  # 0: no limit set
+    ``estimated``: ``gramian_nnz`` is an estimate made before the Gramian is reduced.
+    """
+    from .memory_plan import require
+
+    if limits.in_process:
         return
     need = factorization_memory_estimate(gramian_nnz, n_items, density)
-    if max(limits) < need:
-        raise InsufficientMemoryError(
-            f"the factorization of {n_items} items (Gramian with {gramian_nnz} non-zeros) needs about "
-            f"{need / 2**30:.2f} GiB, but the largest eligible worker has a memory limit of {max(limits) / 2**30:.2f} GiB. "
-            f"Start a worker with more memory and the '{BIGMEM_RESOURCE}' resource "
-            f"(dask worker --resources {BIGMEM_RESOURCE}=1 --memory-limit ...), or lower weight_matrix_density."
-        )
+    about = "about " if estimated else ""
+    require("factorize", need, limits.bigmem,
+            f"the factorization of {n_items:,} items (the whole Gramian, {about}{gramian_nnz:,} non-zeros, in one task)",
+            "use the ICF with the popularity or natural order (streamed over Gramian blocks: --factorizer icf "
+            "--ordering popularity), or run a worker with more memory and the 'bigmem' resource "
+            "(dask worker --resources bigmem=1 --memory-limit ...)", limits.bigmem)
 
 
 def submit_factorization(executor, gramian_handles: list, *, l2, density, factorizer_config, item_counts_handle=None,

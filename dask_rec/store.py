@@ -43,6 +43,8 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from .jsonable import to_jsonable
+
 __all__ = [
     "InteractionStore",
     "open_store",
@@ -335,19 +337,7 @@ def write_root(root: Path, attrs: dict) -> None:
     import zarr
 
     group = zarr.open_group(root, mode="r+")
-    group.attrs.update(_jsonable(attrs))
-
-
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return [_jsonable(v) for v in (value.tolist() if isinstance(value, np.ndarray) else value)]
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    return value
+    group.attrs.update(to_jsonable(attrs))
 
 
 def chunk_pieces(start: int, stop: int, total: int, chunk: int):

@@ -186,17 +186,24 @@ def test_client_killed_mid_fit_leaves_no_model_and_a_rerun_succeeds(cluster, mon
     _assert_same_model(target, reference)
 
 
-@pytest.fixture(scope="module")
-def too_small_fit(store, workdir, tmp_path_factory):
+@pytest.fixture(scope="module", params=["assembled", "streamed"])
+def too_small_fit(store, workdir, tmp_path_factory, request):
     """``dask-rec fit`` on a cluster whose bigmem worker's memory limit is below the factorization's
-    estimate: (CompletedProcess, seconds it took)."""
+    estimate: (CompletedProcess, seconds it took). The assembled route (COLAMD order) needs the
+    whole Gramian in one task; the streamed route (ICF, popularity order) needs the factor's
+    budget, here made large with --density 0.2."""
     import scipy.sparse as sp
 
-    from dask_rec.factorize import factorization_memory_estimate
+    from dask_rec.factorize import factorization_memory_estimate, streamed_factorization_bytes
 
     X = store.to_scipy()
-    need = factorization_memory_estimate(sp.csr_matrix(X.T @ X).nnz, X.shape[1], 2e-3)
     limit = 48 * 2**20
+    if request.param == "assembled":
+        args = [*MODEL_ARGS, "--ordering", "colamd"]
+        need = factorization_memory_estimate(sp.csr_matrix(X.T @ X).nnz, X.shape[1], 2e-3)
+    else:
+        args = [*MODEL_ARGS, "--density", "0.2"]
+        need = streamed_factorization_bytes(X.shape[1], 0.2, 0)
     assert need > 2 * limit, need
     # no memory management on this cluster: a worker process is bigger than its 48 MiB limit, and
     # the nanny must neither pause nor restart it for that
@@ -204,7 +211,7 @@ def too_small_fit(store, workdir, tmp_path_factory):
     with ProcessCluster(tmp_path_factory.mktemp("small"), workers=1, bigmem_workers=1, memory_limit="2GiB",
                         bigmem_memory_limit=str(limit), env=env) as small:
         t0 = time.monotonic()
-        result = run_cli("fit", "store", "small.zarr", *MODEL_ARGS, "--scheduler", small.address, cwd=workdir,
+        result = run_cli("fit", "store", "small.zarr", *args, "--scheduler", small.address, cwd=workdir,
                          env=CLI_ENV, timeout=120, check=False)
         return result, time.monotonic() - t0
 

@@ -75,6 +75,7 @@ def evaluate_store(store, config=None, *, ks, test_users=None, seed=0, target_fr
     model and each model's metrics under its name (``"popularity"`` for ``pop``).
     """
     from dask_rec.evaluation import evaluate, split_strong_generalization
+    from dask_rec.jsonable import to_jsonable
     from dask_rec.models.registry import get
 
     configs = dict(configs or {})
@@ -93,9 +94,14 @@ def evaluate_store(store, config=None, *, ks, test_users=None, seed=0, target_fr
         else:
             model.fit(split.train, client=client)
         results["fit_seconds"][name] = round(time.perf_counter() - t0, 2)
+        report = getattr(model, "fit_report_", None)
+        if report:
+            results.setdefault("fit_reports", {})[name] = to_jsonable(report)
         exclude_seen = not getattr(model, "recommends_seen", False)  # UserPopRec ranks the user's own items
+        t0 = time.perf_counter()
         results[_RESULT_KEYS.get(name, name)] = evaluate(model, split.test_history, split.test_targets, ks=ks,
                                                          client=client, exclude_seen=exclude_seen)
+        results.setdefault("evaluate_seconds", {})[name] = round(time.perf_counter() - t0, 2)
     return results
 
 
