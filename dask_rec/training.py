@@ -55,7 +55,7 @@ from .gramian import (
     reduce_item_counts,
     reduce_row_work,
 )
-from .invert import invert_unit_lower, task_memory_bytes
+from .invert import invert_unit_lower, resolve_partition, task_memory_bytes
 from .memory_plan import bigmem_budget, gib, memory_limits, require, task_budget
 
 __all__ = ["FitResult", "fit_weights", "uses_streamed_gramian", "weights_memory_bytes", "compute_lower_gramian",
@@ -144,11 +144,10 @@ def uses_streamed_gramian(config, compute_gramian: bool = True) -> bool:
             and fconf.reordering_method in ("popularity", "natural"))
 
 
-def _check_model_memory(limits, n_items: int, density: float, config) -> None:
+def _check_model_memory(limits, n_items: int, density: float, config) -> int:
     """Refuse up front what the factor's budget alone makes impossible: the factorization and
-    the weights on the big-memory worker, the inverse's tasks on every worker."""
-    from .invert import resolve_partition
-
+    the weights on the big-memory worker, the inverse's tasks on every worker. Returns the
+    inverse's columns per block."""
     budget = factor_budget(density, n_items)
     knob = "lower the budget (--nnz-per-item or --density)"
     if config.gramian_factorizer_config.factorization_method == "ICF":
@@ -157,12 +156,24 @@ def _check_model_memory(limits, n_items: int, density: float, config) -> None:
                 limits.bigmem)
     require("weights", weights_memory_bytes(n_items, budget), bigmem_budget(limits),
             f"assembling the weights ({budget:,} entries each)", f"{knob}, or {_BIGMEM_KNOB}", limits.bigmem)
+    block_columns = umr_block_columns(n_items, budget, limits)
     if config.lower_triangle_inverter_config.approximate_inverse_method == "UMR":
-        block_columns, _ = resolve_partition(n_items)
         require("invert", task_memory_bytes(n_items, budget, block_columns), task_budget(limits),
                 f"a UMR task ({n_items:,} items, budget {budget:,} entries, {block_columns} columns per block)",
                 f"{knob}, lower dask_rec.umr.block-columns, or give the workers more memory per thread",
                 limits.per_task)
+    return block_columns
+
+
+def umr_block_columns(n_items: int, budget: int, limits) -> int:
+    """Columns per block of the inverse: ``dask_rec.umr.block-columns``, or with ``auto`` sized
+    from the item count and the task memory (:func:`~dask_rec.invert.auto_block_columns`)."""
+    from .invert import auto_block_columns
+
+    configured = settings.get("umr.block-columns")
+    if isinstance(configured, str) and configured == "auto":
+        return auto_block_columns(n_items, budget, task_budget(limits))
+    return resolve_partition(n_items)[0]
 
 
 def weights_memory_bytes(n_items: int, budget: int) -> int:
@@ -204,7 +215,7 @@ def fit_weights(source, config, executor, *, compute_gramian: bool = True, progr
         )
     density = effective_density(config.density_for(n_items), n_items)
     limits = memory_limits(executor)
-    _check_model_memory(limits, n_items, density, config)
+    block_columns = _check_model_memory(limits, n_items, density, config)
     stages = _Stages(executor, progress, limits)
     t0 = time.perf_counter()
 
@@ -222,7 +233,7 @@ def fit_weights(source, config, executor, *, compute_gramian: bool = True, progr
     else:
         factor, gramian_info = _assembled_factor(executor, stages, blocks, n_items, density, config, limits,
                                                  compute_gramian)
-    weights, report = _inverse_and_weights(executor, stages, factor, n_items, density, config)
+    weights, report = _inverse_and_weights(executor, stages, factor, n_items, density, config, block_columns)
     report.update({"n_users": int(source.shape[0]), "nnz": int(source.nnz), "gramian": gramian_info,
                    "stage_seconds": stages.seconds, "total_seconds": round(time.perf_counter() - t0, 3)})
     return FitResult(weights=weights, n_items=n_items, report=report)
@@ -268,17 +279,17 @@ def fit_weights_from_lower_gramian(lower, config, executor, *, progress: bool | 
     n_items = int(lower.n_items)
     density = effective_density(config.density_for(n_items), n_items)
     limits = memory_limits(executor)
-    _check_model_memory(limits, n_items, density, config)
+    block_columns = _check_model_memory(limits, n_items, density, config)
     stages = _Stages(executor, progress, limits)
     t0 = time.perf_counter()
     factor = _factor_from_lower(executor, stages, lower, density, config, limits)
-    weights, report = _inverse_and_weights(executor, stages, factor, n_items, density, config)
+    weights, report = _inverse_and_weights(executor, stages, factor, n_items, density, config, block_columns)
     report.update({"stage_seconds": stages.seconds, "total_seconds": round(time.perf_counter() - t0, 3),
                    "gramian": dict(getattr(lower, "info", None) or {})})
     return FitResult(weights=weights, n_items=n_items, report=report)
 
 
-def _inverse_and_weights(executor, stages, factor, n_items, density, config):
+def _inverse_and_weights(executor, stages, factor, n_items, density, config, block_columns):
     """The invert and weights stages from a factor's handle; returns (weights handle, report)."""
     from .kernels.weights import weights_from_inverse
 
@@ -290,7 +301,7 @@ def _inverse_and_weights(executor, stages, factor, n_items, density, config):
     with stages.stage("invert") as wait_for:
         inverse_blocks, inverse_report = invert_unit_lower(
             L, n_items, config.lower_triangle_inverter_config, target_nnz=factor_budget(density, n_items),
-            executor=executor, logger=logger,
+            executor=executor, logger=logger, block_columns=block_columns,
         )
         wait_for.extend(h for _, _, h in inverse_blocks)
 

@@ -13,7 +13,7 @@ import scipy.sparse as sp
 
 from dask_rec.config import ExactUnitLowerTriangleInverterConfig, UMRUnitLowerTriangleInverterConfig
 from dask_rec.executor import DaskExecutor, InProcessExecutor
-from dask_rec.invert import assemble_blocks, invert_unit_lower, resolve_partition
+from dask_rec.invert import assemble_blocks, auto_block_columns, invert_unit_lower, resolve_partition, task_memory_bytes
 from dask_rec.kernels.pruning import prune_to_nnz
 
 DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
@@ -305,7 +305,14 @@ def test_local_cap_is_a_no_op_on_real_factor(L_ml100k):
 
 def test_partition_defaults_and_config_keys():
     assert resolve_partition(20_000) == (4096, 1)  # 5 blocks, at most 16 waves
-    assert resolve_partition(1_000_000) == (4096, 16)  # 245 blocks
+    assert resolve_partition(262_144) == (4096, 4)  # 64 blocks
+    assert resolve_partition(1_000_000) == (15_625, 4)  # auto: 64 blocks above 262,144 items
+    assert auto_block_columns(1_000_000, 50_000_000, 10 * 2**30) == 15_625
+    small = auto_block_columns(1_000_000, 50_000_000, task_memory_bytes(1_000_000, 50_000_000, 2_000))
+    assert small == 15_625 // 8 and task_memory_bytes(1_000_000, 50_000_000, small) <= \
+        task_memory_bytes(1_000_000, 50_000_000, 2_000)  # halved until a task fits
+    with dask.config.set({"dask_rec.umr.block-columns": 4096}):
+        assert resolve_partition(1_000_000) == (4096, 16)  # 245 blocks
     assert resolve_partition(500) == (4096, 1)
     with dask.config.set({"dask_rec.umr.block-columns": 100, "dask_rec.umr.wave-blocks": 3}):
         assert resolve_partition(20_000) == (100, 3)
