@@ -195,3 +195,7 @@ def test_evaluate_on_cluster_equals_in_process(cluster, store, workdir):
     # the metrics agree (a near-tie flipped by round-off would move a metric by ~1/n_users)
     for key, value in expected["sansa"].items():
         assert got["sansa"][key] == pytest.approx(value, rel=1e-6, abs=1e-9), key
+    report = got["fit_reports"]["sansa"]  # what bench_scale reads: the route, the Gramian, the stages
+    assert report["gramian"]["route"] == "streamed" and report["factor"]["gramian_nnz"] > report["n_items"]
+    assert set(report["stage_seconds"]) == {"read", "gramian", "factorize", "invert", "weights"}
+    assert set(got["evaluate_seconds"]) == {"sansa", "pop"}
