@@ -232,3 +232,18 @@ def test_one_shared_gramian_gives_each_config_the_weights_of_its_own_fit(X, tmp_
                 executor)
         training.release_lower_gramian(executor, lower)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_turns_a_killed_worker_into_one_line(monkeypatch, capsys):
+    from distributed import KilledWorker
+
+    from dask_rec import cli
+    from dask_rec.cli import evaluate
+
+    def killed(args):
+        raise KilledWorker("recommend-block-0", "tcp://127.0.0.1:1", 3)
+
+    monkeypatch.setattr(evaluate, "run", killed)
+    assert cli.main(["evaluate", "store"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "recommend-block-0" in err[0] and "out of memory" in err[0], err

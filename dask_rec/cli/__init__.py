@@ -97,6 +97,13 @@ def main(argv=None) -> int:
     except InsufficientMemoryError as exc:
         print(f"dask-rec {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_FAILURE
+    except Exception as exc:
+        if type(exc).__name__ != "KilledWorker":  # distributed's: a task that kept killing its workers
+            raise
+        print(f"dask-rec {args.command}: error: task {exc.task!r} kept killing the workers that ran it (most likely "
+              "out of memory); give the workers more memory (--memory-limit, fewer threads per worker)",
+              file=sys.stderr)
+        return EXIT_FAILURE
     except OSError as exc:  # the scheduler cannot be reached, TLS refused, ...
         if "Timed out" in str(exc) or "connect" in str(exc).lower() or type(exc).__module__.startswith("distributed"):
             print(f"dask-rec {args.command}: error: cannot reach the Dask scheduler: {exc}", file=sys.stderr)
