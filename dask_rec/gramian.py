@@ -63,10 +63,12 @@ def _gramian_columns(X_block, start, stop):
     return block_gramian(X_block, start, stop)
 
 
-def _upper_rows(X_block, start, stop):
+def _upper_rows(rows_and_columns, start, stop):
+    """Lower-triangle columns of one ordered row block, given as ``(csr, csc)``."""
     from .kernels.gramian import upper_gramian_rows
 
-    return upper_gramian_rows(X_block, start, stop)
+    rows, columns = rows_and_columns
+    return upper_gramian_rows(rows, start, stop, X_columns=columns)
 
 
 def _reduce_blocks(executor, kernel, block_handles: list, start: int, stop: int, fan_in: int, key: str,
@@ -175,7 +177,8 @@ def plan_lower_blocks(column_bound: np.ndarray, task_bytes: int, **kwargs) -> li
 
 def reduce_lower_gramian(executor, block_handles: list, n_items: int, bounds, *, path: str | None = None,
                          fan_in: int | None = None) -> list:
-    """Sum the row blocks' lower-triangle column blocks (the row blocks already in the fit's order).
+    """Sum the row blocks' lower-triangle column blocks (``block_handles`` from
+    :func:`ordered_row_blocks`: in the fit's order, as ``(csr, csc)``).
 
     Returns one handle per column block: of the block itself (CSR ``w × n``, in memory, summed
     last on the big-memory worker that will factorize) or, with ``path``, of its number of
@@ -196,11 +199,10 @@ def reduce_lower_gramian(executor, block_handles: list, n_items: int, bounds, *,
     return out
 
 
-def reduce_row_work(executor, block_handles: list, fan_in: int = 8):
-    """Handle of the per-item bound on the upper triangle's row entries (int64), over row blocks."""
-    from .kernels.gramian import upper_row_work
-
-    parts = executor.map(upper_row_work, block_handles, key="gramian-row-work")
+def reduce_row_work(executor, ordered_handles: list, fan_in: int = 8):
+    """Handle of the per-item bound on the upper triangle's row entries (int64), over the
+    ordered row blocks of :func:`ordered_row_blocks`."""
+    parts = executor.map(_row_work, ordered_handles, key="gramian-row-work")
     return executor.tree_reduce(_sum_counts, parts, fan_in=fan_in, key="gramian-row-work-sum")
 
 
@@ -212,10 +214,19 @@ def reduce_column_work(executor, block_handles: list, fan_in: int = 8):
     return executor.tree_reduce(_sum_counts, parts, fan_in=fan_in, key="gramian-column-work-sum")
 
 
-def _permute(X_block, inverse_order):
-    from .kernels.gramian import permute_items
+def _ordered(X_block, inverse_order=None):
+    """A row block in the fit's order as ``(csr, csc)`` (canonical float64), so the many column
+    blocks that read it convert it once."""
+    from .kernels.gramian import canonical_rows, permute_items
 
-    return permute_items(X_block, inverse_order)
+    rows = canonical_rows(X_block) if inverse_order is None else permute_items(X_block, inverse_order)
+    return rows, rows.tocsc()
+
+
+def _row_work(rows_and_columns):
+    from .kernels.gramian import upper_row_work
+
+    return upper_row_work(rows_and_columns[0])
 
 
 def _identity(value):
@@ -227,14 +238,14 @@ def _nnz(matrix) -> int:
 
 
 def ordered_row_blocks(executor, block_handles: list, order: np.ndarray, natural: bool) -> list:
-    """The row blocks with their items renumbered into ``order`` (the same handles for the
-    natural order)."""
+    """Handles of the row blocks with their items renumbered into ``order``, each as
+    ``(csr, csc)`` (what :func:`reduce_lower_gramian` and :func:`reduce_row_work` read)."""
     if natural:
-        return list(block_handles)
+        return executor.map(_ordered, block_handles, key="row-block-ordered")
     inverse = np.empty_like(order)
     inverse[order] = np.arange(order.size, dtype=order.dtype)
     inverse_handle = executor.submit(_identity, inverse, key="item-inverse-order")
-    return executor.map(_permute, block_handles, [inverse_handle] * len(block_handles), key="row-block-ordered")
+    return executor.map(_ordered, block_handles, [inverse_handle] * len(block_handles), key="row-block-ordered")
 
 
 def lower_gramian_stage(executor, ordered_blocks: list, n_items: int, order: np.ndarray, bounds, *,

@@ -326,8 +326,7 @@ def _lower_gramian(executor, stages, source, blocks, ordering, limits, density=N
         counts = executor.gather(reduce_item_counts(executor, blocks))
         order = item_ordering(ordering, item_counts=counts)
         ordered = ordered_row_blocks(executor, blocks, order, natural)
-        if not natural:
-            executor.release(*blocks)
+        executor.release(*blocks)  # the ordered copies (and their lineage) are what the stage reads
         bound = lower_column_bound(executor.gather(reduce_row_work(executor, ordered)))
         bounds = plan_lower_blocks(bound, task_budget(limits), n_row_blocks=len(ordered), limit=limits.per_task)
         if density is not None:

@@ -140,3 +140,13 @@ def test_factorization_from_lower_blocks_is_bit_identical_to_the_assembled_path(
     np.testing.assert_array_equal(got.L.indices, expected.L.indices)
     np.testing.assert_array_equal(got.L.data, expected.L.data)
     assert got.stats["gramian_nnz"] == G.nnz
+
+
+def test_upper_gramian_rows_with_a_given_csc_copy_equals_the_converted_one():
+    from dask_rec.kernels.gramian import canonical_rows
+
+    X = canonical_rows(_interactions(weighted=True))
+    got = upper_gramian_rows(X, 20, 90, X_columns=X.tocsc())
+    assert (got != upper_gramian_rows(X, 20, 90)).nnz == 0
+    with pytest.raises(ValueError, match="X_columns"):
+        upper_gramian_rows(X, 20, 90, X_columns=X[:, :-1].tocsc())

@@ -21,6 +21,7 @@ import scipy.sparse as sp
 
 __all__ = [
     "block_gramian",
+    "canonical_rows",
     "upper_gramian_rows",
     "upper_row_work",
     "gramian_column_work",
@@ -242,7 +243,7 @@ def _kernels():
 # --------------------------------------------------------------------------------------------
 
 
-def _canonical_rows(X) -> sp.csr_matrix:
+def canonical_rows(X) -> sp.csr_matrix:
     """``X`` as a canonical float64 CSR matrix (sorted, summed duplicates, no stored zeros)."""
     if not sp.issparse(X):
         raise TypeError(f"expected a scipy sparse matrix of interactions; got {type(X).__name__}")
@@ -285,7 +286,7 @@ def block_gramian(X_block, col_start: int | None = None, col_stop: int | None = 
     faster: the multiply-adds are not the bottleneck, sorting and writing the output are.
     Peak memory is about twice the output (the unsorted rows, then the transposed copy).
     """
-    X = _canonical_rows(X_block)
+    X = canonical_rows(X_block)
     n = X.shape[1]
     a = 0 if col_start is None else int(col_start)
     b = n if col_stop is None else int(col_stop)
@@ -308,7 +309,7 @@ def permute_items(X_block, inverse_order) -> sp.csr_matrix:
     For an ordering ``p`` (new item ``j`` is old item ``p[j]``) pass its inverse ``q``
     (``q[p[j]] = j``): the result is ``X[:, p]``, canonical float64 CSR.
     """
-    X = _canonical_rows(X_block)
+    X = canonical_rows(X_block)
     q = np.asarray(inverse_order, dtype=np.int64)
     if q.shape != (X.shape[1],):
         raise ValueError(f"inverse_order must have one entry per item ({X.shape[1]}); got shape {q.shape}")
@@ -318,7 +319,7 @@ def permute_items(X_block, inverse_order) -> sp.csr_matrix:
     return out
 
 
-def upper_gramian_rows(X_block, row_start: int, row_stop: int) -> sp.csr_matrix:
+def upper_gramian_rows(X_block, row_start: int, row_stop: int, X_columns=None) -> sp.csr_matrix:
     """Rows ``row_start:row_stop`` of the upper triangle of ``XbᵀXb`` (diagonal included).
 
     By symmetry, row ``i`` of the upper triangle is column ``i`` of the lower triangle: this
@@ -326,14 +327,20 @@ def upper_gramian_rows(X_block, row_start: int, row_stop: int) -> sp.csr_matrix:
     canonical float64 CSR matrix of shape ``(row_stop - row_start, n_items)`` (row ``r`` holds
     the entries ``(row_start + r, k)`` with ``k >= row_start + r``, sorted). Equal, entry for
     entry, to the same part of :func:`block_gramian`. Working memory: the output and three
-    arrays of length ``n_items``.
+    arrays of length ``n_items``. ``X_columns``: the same block as CSC (``X.tocsc()`` of the
+    canonical float64 CSR), when the caller keeps one for many calls.
     """
-    X = _canonical_rows(X_block)
+    X = canonical_rows(X_block)
     n = X.shape[1]
     a, b = int(row_start), int(row_stop)
     if not 0 <= a <= b <= n:
         raise ValueError(f"need 0 <= row_start <= row_stop <= n_items={n}; got {row_start}, {row_stop}")
-    Xc = X.tocsc()
+    if X_columns is None:
+        Xc = X.tocsc()
+    else:
+        Xc = X_columns
+        if Xc.format != "csc" or Xc.shape != X.shape or Xc.nnz != X.nnz or Xc.dtype != np.float64:
+            raise ValueError("X_columns must be the block itself as float64 CSC")
     cap = max(2 * X.nnz, 1024)
     indptr, ind, val = _kernels()["upper_rows"](n, a, b, X.indptr, X.indices, X.data, Xc.indptr, Xc.indices,
                                                  Xc.data, cap)
@@ -350,7 +357,7 @@ def upper_row_work(X_block) -> np.ndarray:
     :func:`upper_gramian_rows`; summed over row blocks it bounds the whole Gramian's, so the
     Gramian's memory is planned before it is computed.
     """
-    X = _canonical_rows(X_block)
+    X = canonical_rows(X_block)
     return _kernels()["upper_row_work"](X.shape[1], X.indptr, X.indices)
 
 
@@ -360,7 +367,7 @@ def gramian_column_work(X_block) -> np.ndarray:
     An upper bound on that column's non-zeros (int64, one per item); summed over row blocks
     and capped at ``n_items`` it bounds the whole Gramian's columns before it is computed.
     """
-    X = _canonical_rows(X_block)
+    X = canonical_rows(X_block)
     degree = np.diff(X.indptr)
     return np.bincount(X.indices, weights=np.repeat(degree, degree).astype(np.float64),
                        minlength=X.shape[1]).astype(np.int64)
