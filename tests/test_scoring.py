@@ -206,6 +206,26 @@ def test_recommend_block_chunked_scan_on_many_items(seed, n, k, use_allowed, wit
         np.testing.assert_array_equal(top, top_n)
 
 
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(0, 2**32 - 1), st.integers(1, 12), st.booleans())
+def test_recommend_block_reads_only_touched_chunks_of_a_large_catalog(seed, k, exclude_seen):
+    # thousands of items, each user reaching a few scattered chunks of 64: the untouched chunks
+    # are passed over unread, negative scores must still rank, and every buffer is left clean
+    # for the next user (a stale score would leak into the next row)
+    rng = np.random.default_rng(seed)
+    n = 2500
+    X = _sparse(rng, (9, n), 0.003)
+    X.data[:] = np.abs(X.data)
+    W1 = _sparse(rng, (n, n), 0.001)
+    W2 = _sparse(rng, (n, n), 0.002)
+    ids, top = recommend_block(X, W1, W2, k, exclude_seen=exclude_seen)
+    ids_n, top_n = recommend_block_naive(X, W1, W2, k, exclude_seen=exclude_seen)
+    np.testing.assert_array_equal(ids, ids_n)
+    np.testing.assert_array_equal(top, top_n)
+    ids_1 = np.vstack([recommend_block(X[r], W1, W2, k, exclude_seen=exclude_seen)[0] for r in range(9)])
+    np.testing.assert_array_equal(ids, ids_1)
+
+
 def test_masked_item_with_zero_score_never_beats_negative_scores():
     # the reference sets masked scores to 0, so a seen item would outrank negative candidates
     X = sp.csr_matrix(np.array([[1.0, 1.0, 0.0, 0.0]], np.float32))
