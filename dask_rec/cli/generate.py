@@ -19,6 +19,10 @@ def add_parser(subparsers) -> None:
     p.add_argument("--groups", type=int, default=None, help="planted taste groups (default: items/100, 2..1000)")
     p.add_argument("--affinity", type=float, default=0.7,
                    help="probability a draw comes from the user's group (default: %(default)s)")
+    p.add_argument("--popularity-exponent", type=float, default=1.0,
+                   help="Zipf exponent of item popularity: weight 1/(rank+1)**x (default: %(default)s)")
+    p.add_argument("--activity-sigma", type=float, default=1.0,
+                   help="sigma of the lognormal user activity (default: %(default)s)")
     p.add_argument("--rows-per-file", type=int, default=2_000_000, help="rows per file (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="replace a directory this command wrote before")
@@ -30,7 +34,8 @@ def run(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     path = generate_interactions(args.out, args.users, args.items, args.interactions, n_groups=args.groups,
-                                 group_affinity=args.affinity, seed=args.seed, rows_per_file=args.rows_per_file,
+                                 group_affinity=args.affinity, popularity_exponent=args.popularity_exponent,
+                                 activity_sigma=args.activity_sigma, seed=args.seed, rows_per_file=args.rows_per_file,
                                  overwrite=args.overwrite)
     info = read_generator_info(path)
     print(f"{path}: {info['rows']:,} interactions of {args.users:,} users and {args.items:,} items "
