@@ -51,3 +51,14 @@ def test_quickstart_then_existing_cluster_then_batch(tmp_path, local_client):
     rows = users.index(frame["user_id"].to_numpy())
     cols = items.index(frame["item_id"].to_numpy())
     assert np.asarray(X[rows, cols]).ravel().sum() == 0
+
+
+@pytest.mark.cluster
+def test_large_catalog_with_the_gramian_on_disk(tmp_path):
+    report, recall = _main("large_catalog.py")(
+        ["--workdir", str(tmp_path), "--users", "4000", "--items", "1500", "--interactions", "120000",
+         "--nnz-per-item", "20", "--gramian-on-disk"])
+    assert report["gramian"]["route"] == "streamed" and report["gramian"]["on_disk"]
+    assert report["density"] == pytest.approx(20 / report["n_items"])
+    assert recall["SANSA"] > 1.5 * recall["popularity"]
+    assert not list((tmp_path / "scratch").iterdir())  # the Gramian's blocks are removed after the fit
