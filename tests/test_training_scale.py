@@ -247,3 +247,28 @@ def test_cli_turns_a_killed_worker_into_one_line(monkeypatch, capsys):
     assert cli.main(["evaluate", "store"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "recommend-block-0" in err[0] and "out of memory" in err[0], err
+
+
+def test_a_kept_gramian_trains_the_same_model_again(X, tmp_path):
+    from dask_rec.executor import InProcessExecutor
+
+    keep = tmp_path / "kept"
+    with dask.config.set({"dask_rec.gramian.keep": str(keep), "dask_rec.gramian.item-block-size": 50,
+                          "dask_rec.gramian.scratch-dir": str(tmp_path)}):
+        first = SANSA(CONFIG).fit(X)
+    again = training.fit_weights_from_lower_gramian(open_lower_gramian(keep), CONFIG, InProcessExecutor())
+    _same(again.weights, first.weights)
+
+
+@pytest.mark.slow
+def test_gowalla_streamed_on_disk_in_many_blocks_is_bit_identical_to_the_assembled_route(tmp_path, monkeypatch):
+    from shared_data import interaction_matrix
+
+    X = interaction_matrix("gowalla")
+    config = SANSAConfig(10.0, 1e-3, ICFGramianFactorizerConfig(), UMRUnitLowerTriangleInverterConfig(scans=3))
+    with dask.config.set({"dask_rec.gramian.storage": "disk", "dask_rec.gramian.item-block-size": 1500,
+                          "dask_rec.gramian.scratch-dir": str(tmp_path)}):
+        streamed = SANSA(config).fit(X)
+    assert streamed.fit_report_["gramian"]["blocks"] == 28 and streamed.fit_report_["gramian"]["on_disk"]
+    monkeypatch.setattr(training, "uses_streamed_gramian", lambda config, compute_gramian=True: False)
+    _same(streamed.weights, SANSA(config).fit(X).weights)
