@@ -2,7 +2,8 @@
 
 The revision is checked out into a temporary git worktree; every fit runs in its own process on the
 whole dataset (ICF, popularity order, l2 10, 3 scans, 10 finetune steps), old and new interleaved,
-``--repeats`` each, in process and on a 2-worker LocalCluster. The weights are compared by SHA-256.
+``--repeats`` each, in process and on a 2-worker LocalCluster, after one warm-up fit per version (numba
+compiles each checkout's kernels once). The weights are compared by SHA-256.
 
     python benchmarks/bench_versions.py --rev 03d1c61
     python benchmarks/bench_versions.py --rev HEAD~3 --datasets yelp2020:2e-3 --repeats 1
@@ -66,6 +67,9 @@ def main(argv=None) -> int:
 
 
 def run(args, versions: dict) -> list:
+    for path in versions.values():  # compile (and cache) each version's numba kernels before timing
+        subprocess.run([sys.executable, "-c", CHILD, "ml-100k", "2e-3", "inprocess", str(ROOT / "benchmarks")],
+                       env=dict(os.environ, PYTHONPATH=str(path)), capture_output=True, cwd=tempfile.gettempdir())
     rows = []
     for spec in args.datasets.split(","):
         name, density = spec.split(":")
