@@ -66,7 +66,14 @@ class RowBlockSource:
         if self.store is not None:
             return executor.map(_read_store_block, [self.store] * self.n_blocks, range(self.n_blocks), key="read-block")
         blocks = [self.matrix[a:b] for a, b in zip(self.bounds[:-1], self.bounds[1:])]
-        return executor.map(_identity, blocks, key="row-block")
+        import warnings
+
+        with warnings.catch_warnings():
+            # the blocks travel inside their tasks on purpose (a lost block is recomputed from
+            # them, which scattered data could not be): distributed's advice against large
+            # graphs does not apply
+            warnings.filterwarnings("ignore", message="Sending large graph", category=UserWarning)
+            return executor.map(_identity, blocks, key="row-block")
 
 
 def _read_store_block(store, i):
