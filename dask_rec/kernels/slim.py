@@ -17,8 +17,13 @@ every item that never co-occurs with ``j``) stays 0 at the optimum. Only the sto
 column ``j`` above ``l1`` are candidates. Among them, an active set: a full sweep over the
 candidates, then sweeps over the non-zero ones until they settle, then a full sweep again, until
 a full sweep moves no coordinate by more than ``tol · max(w)`` (or ``max_iter`` full sweeps).
-The active sweeps run on the small dense ``G[A, A]`` (a step costs ``|A|``, not a scatter of a
-whole Gramian column), and ``q`` is brought up to date once after them.
+
+Every quantity lives on the candidates only (slot ``s`` = the ``s``-th candidate ``item[s]``):
+``b[s] = G[item[s], j]``, ``w[s]``, ``q[s] = Σ_t G[item[s], item[t]] w[t]``; the first time
+``w[s]`` moves, the column ``G[C, item[s]]`` restricted to the candidates is extracted once (as
+slot/value pairs), so a scatter costs at most ``|C|``, not a whole Gramian column. The active
+sweeps run on the small dense ``G[A, A]`` (a step costs ``|A|``), and ``q`` is brought up to
+date once after them.
 
 Scaling: scikit-learn's ``ElasticNet(alpha, l1_ratio)`` minimises the objective above divided by
 the number of users ``N``, so it is ``l1 = N · alpha · l1_ratio`` and
@@ -39,147 +44,172 @@ DENSE_ACTIVE = 1024
 
 
 @njit(**_JIT)
-def _update(p, ptr, ind, val, diag, w, q, touched, l1, l2):
-    """One coordinate step on the candidate stored at position ``p`` of the current column; |change|."""
-    i = ind[p]
-    old = w[i]
-    rho = val[p] - (q[i] - diag[i] * old)
-    new = (rho - l1) / (diag[i] + l2)
-    if new < 0.0:
-        new = 0.0
-    d = new - old
-    if d != 0.0:
-        w[i] = new
-        touched[i] = True
-        for r in range(ptr[i], ptr[i + 1]):
-            q[ind[r]] += val[r] * d
-    return abs(d)
+def _extract(s, item, ptr, ind, val, pos, n_cand, sub_start, sub_len, sub_slot, sub_val, used):
+    """Store ``G[C, item[s]]``, growing the buffers when needed; returns them and the new fill."""
+    if used + n_cand > sub_slot.shape[0]:
+        cap = max(2 * sub_slot.shape[0], used + n_cand)
+        grown_slot = np.empty(cap, np.int64)
+        grown_val = np.empty(cap, np.float64)
+        grown_slot[:used] = sub_slot[:used]
+        grown_val[:used] = sub_val[:used]
+        sub_slot, sub_val = grown_slot, grown_val
+    sub_start[s] = used
+    k = item[s]
+    for r in range(ptr[k], ptr[k + 1]):
+        t = pos[ind[r]]
+        if t >= 0:
+            sub_slot[used] = t
+            sub_val[used] = val[r]
+            used += 1
+    sub_len[s] = used - sub_start[s]
+    return sub_slot, sub_val, used
 
 
 @njit(**_JIT)
-def _dense_sweeps(active, n_act, ptr, ind, val, diag, w, q, pos, GA, qA, w0, l1, l2, tol, max_iter):
-    """Sweeps over the active set on its dense Gramian ``G[A, A]``, then ``q`` brought up to date."""
+def _scatter(s, d, q, sub_start, sub_len, sub_slot, sub_val):
+    for e in range(sub_start[s], sub_start[s] + sub_len[s]):
+        q[sub_slot[e]] += sub_val[e] * d
+
+
+@njit(**_JIT)
+def _dense_sweeps(act, n_act, item, b, diag, w, q, sub_start, sub_len, sub_slot, sub_val, apos, GA, qA, w0,
+                  l1, l2, tol, max_iter):
+    """Sweeps over the active slots on their dense Gramian ``G[A, A]``, then ``q`` brought up to date."""
     for a in range(n_act):
-        pos[ind[active[a]]] = a
+        apos[act[a]] = a
     for a in range(n_act):
-        k = ind[active[a]]
-        for b in range(n_act):
-            GA[b, a] = 0.0
-        for r in range(ptr[k], ptr[k + 1]):
-            b = pos[ind[r]]
-            if b >= 0:
-                GA[b, a] = val[r]
-        w0[a] = w[k]
+        s = act[a]
+        for c in range(n_act):
+            GA[c, a] = 0.0
+        for e in range(sub_start[s], sub_start[s] + sub_len[s]):
+            c = apos[sub_slot[e]]
+            if c >= 0:
+                GA[c, a] = sub_val[e]
+        w0[a] = w[s]
     for a in range(n_act):
-        s = 0.0
-        for b in range(n_act):
-            s += GA[a, b] * w0[b]
-        qA[a] = s
+        total = 0.0
+        for c in range(n_act):
+            total += GA[a, c] * w0[c]
+        qA[a] = total
     for _ in range(max_iter):
         max_d = 0.0
         max_w = 0.0
         for a in range(n_act):
-            k = ind[active[a]]
-            old = w[k]
-            new = (val[active[a]] - (qA[a] - GA[a, a] * old) - l1) / (diag[k] + l2)
+            s = act[a]
+            old = w[s]
+            new = (b[s] - (qA[a] - GA[a, a] * old) - l1) / (diag[item[s]] + l2)
             if new < 0.0:
                 new = 0.0
             d = new - old
             if d != 0.0:
-                w[k] = new
-                for b in range(n_act):
-                    qA[b] += GA[b, a] * d
+                w[s] = new
+                for c in range(n_act):
+                    qA[c] += GA[c, a] * d
             max_d = max(max_d, abs(d))
             max_w = max(max_w, new)
         if max_w == 0.0 or max_d <= tol * max_w:
             break
     for a in range(n_act):
-        k = ind[active[a]]
-        pos[k] = -1
-        d = w[k] - w0[a]
+        s = act[a]
+        apos[s] = -1
+        d = w[s] - w0[a]
         if d != 0.0:
-            for r in range(ptr[k], ptr[k + 1]):
-                q[ind[r]] += val[r] * d
-
-
-@njit(**_JIT)
-def _solve_column(j, ptr, ind, val, diag, w, q, touched, cand, active, pos, GA, qA, w0, l1, l2, tol, max_iter):
-    """Coordinate descent for column ``j``; ``w`` and ``q`` start at 0. Returns the number of candidates."""
-    n_cand = 0
-    for p in range(ptr[j], ptr[j + 1]):
-        if ind[p] != j and val[p] > l1:
-            cand[n_cand] = p
-            n_cand += 1
-    for _ in range(max_iter):
-        max_d = 0.0
-        max_w = 0.0
-        for c in range(n_cand):
-            d = _update(cand[c], ptr, ind, val, diag, w, q, touched, l1, l2)
-            max_d = max(max_d, d)
-            max_w = max(max_w, w[ind[cand[c]]])
-        if max_w == 0.0 or max_d <= tol * max_w:
-            break
-        n_act = 0
-        for c in range(n_cand):
-            if w[ind[cand[c]]] > 0.0:
-                active[n_act] = cand[c]
-                n_act += 1
-        if n_act <= GA.shape[0]:
-            _dense_sweeps(active, n_act, ptr, ind, val, diag, w, q, pos, GA, qA, w0, l1, l2, tol, max_iter)
-            continue
-        for _inner in range(max_iter):  # a large active set: sweeps that scatter every change
-            max_d = 0.0
-            max_w = 0.0
-            for a in range(n_act):
-                d = _update(active[a], ptr, ind, val, diag, w, q, touched, l1, l2)
-                max_d = max(max_d, d)
-                max_w = max(max_w, w[ind[active[a]]])
-            if max_w == 0.0 or max_d <= tol * max_w:
-                break
-    return n_cand
+            _scatter(s, d, q, sub_start, sub_len, sub_slot, sub_val)
 
 
 @njit(**_JIT)
 def _slim_kernel(ptr, ind, val, diag, j0, j1, l1, l2, tol, max_iter, topk, out_ptr, out_ind, out_val):
     n = diag.shape[0]
+    pos = np.full(n, -1, np.int64)
+    item = np.empty(n, np.int64)
+    b = np.empty(n)
     w = np.zeros(n)
     q = np.zeros(n)
-    touched = np.zeros(n, np.bool_)
-    cand = np.empty(n, np.int64)
-    active = np.empty(n, np.int64)
-    pos = np.full(n, -1, np.int64)
+    sub_start = np.full(n, -1, np.int64)
+    sub_len = np.zeros(n, np.int64)
+    sub_slot = np.empty(1 << 16, np.int64)
+    sub_val = np.empty(1 << 16, np.float64)
+    act = np.empty(n, np.int64)
+    apos = np.full(n, -1, np.int64)
     GA = np.empty((DENSE_ACTIVE, DENSE_ACTIVE))
     qA = np.empty(DENSE_ACTIVE)
     w0 = np.empty(DENSE_ACTIVE)
     nnz = 0
     for j in range(j0, j1):
-        n_cand = _solve_column(j, ptr, ind, val, diag, w, q, touched, cand, active, pos, GA, qA, w0, l1, l2, tol,
-                               max_iter)
+        n_cand = 0
+        for p in range(ptr[j], ptr[j + 1]):
+            if ind[p] != j and val[p] > l1:
+                item[n_cand] = ind[p]
+                b[n_cand] = val[p]
+                pos[ind[p]] = n_cand
+                n_cand += 1
+        used = 0
+        for _ in range(max_iter):
+            max_d = 0.0
+            max_w = 0.0
+            for s in range(n_cand):  # a full sweep over the candidates
+                old = w[s]
+                new = (b[s] - (q[s] - diag[item[s]] * old) - l1) / (diag[item[s]] + l2)
+                if new < 0.0:
+                    new = 0.0
+                d = new - old
+                if d != 0.0:
+                    w[s] = new
+                    if sub_start[s] < 0:
+                        sub_slot, sub_val, used = _extract(s, item, ptr, ind, val, pos, n_cand, sub_start, sub_len,
+                                                           sub_slot, sub_val, used)
+                    _scatter(s, d, q, sub_start, sub_len, sub_slot, sub_val)
+                max_d = max(max_d, abs(d))
+                max_w = max(max_w, new)
+            if max_w == 0.0 or max_d <= tol * max_w:
+                break
+            n_act = 0
+            for s in range(n_cand):
+                if w[s] > 0.0:
+                    act[n_act] = s
+                    n_act += 1
+            if n_act <= DENSE_ACTIVE:
+                _dense_sweeps(act, n_act, item, b, diag, w, q, sub_start, sub_len, sub_slot, sub_val, apos, GA, qA,
+                              w0, l1, l2, tol, max_iter)
+                continue
+            for _inner in range(max_iter):  # a large active set: sweeps that scatter every change
+                max_d = 0.0
+                max_w = 0.0
+                for a in range(n_act):
+                    s = act[a]
+                    old = w[s]
+                    new = (b[s] - (q[s] - diag[item[s]] * old) - l1) / (diag[item[s]] + l2)
+                    if new < 0.0:
+                        new = 0.0
+                    d = new - old
+                    if d != 0.0:
+                        w[s] = new
+                        _scatter(s, d, q, sub_start, sub_len, sub_slot, sub_val)
+                    max_d = max(max_d, abs(d))
+                    max_w = max(max_w, new)
+                if max_w == 0.0 or max_d <= tol * max_w:
+                    break
         n_pos = 0
-        for c in range(n_cand):
-            i = ind[cand[c]]
-            if w[i] > 0.0:
-                active[n_pos] = i
+        for s in range(n_cand):
+            if w[s] > 0.0:
+                act[n_pos] = s
                 n_pos += 1
-        rows = active[:n_pos].copy()
+        chosen = np.arange(n_pos)
         if topk > 0 and n_pos > topk:
             values = np.empty(n_pos)
             for a in range(n_pos):
-                values[a] = -w[rows[a]]
-            order = np.argsort(values, kind="mergesort")[:topk]  # stable: ties by the lower index
-            rows = np.sort(rows[order])
-        for a in range(rows.shape[0]):
-            out_ind[nnz] = rows[a]
-            out_val[nnz] = w[rows[a]]
+                values[a] = -w[act[a]]
+            chosen = np.sort(np.argsort(values, kind="mergesort")[:topk])  # stable: ties by the lower index
+        for a in chosen:
+            out_ind[nnz] = item[act[a]]
+            out_val[nnz] = w[act[a]]
             nnz += 1
         out_ptr[j - j0 + 1] = nnz
-        for c in range(n_cand):  # reset w and the entries of q that the updates touched
-            i = ind[cand[c]]
-            if touched[i]:
-                for r in range(ptr[i], ptr[i + 1]):
-                    q[ind[r]] = 0.0
-                w[i] = 0.0
-                touched[i] = False
+        for s in range(n_cand):
+            pos[item[s]] = -1
+            w[s] = 0.0
+            q[s] = 0.0
+            sub_start[s] = -1
     return nnz
 
 
