@@ -72,6 +72,33 @@ def _scatter(s, d, q, sub_start, sub_len, sub_slot, sub_val):
 
 
 @njit(**_JIT)
+def _sweep(slots, count, item, b, diag, w, q, ptr, ind, val, pos, n_cand, sub_start, sub_len, sub_slot, sub_val,
+           used, l1, l2):
+    """One cyclic pass over ``slots[:count]``, scattering every change into ``q``.
+
+    Returns the largest change, the largest weight and the (possibly grown) extraction buffers.
+    """
+    max_d = 0.0
+    max_w = 0.0
+    for a in range(count):
+        s = slots[a]
+        old = w[s]
+        new = (b[s] - (q[s] - diag[item[s]] * old) - l1) / (diag[item[s]] + l2)
+        if new < 0.0:
+            new = 0.0
+        d = new - old
+        if d != 0.0:
+            w[s] = new
+            if sub_start[s] < 0:
+                sub_slot, sub_val, used = _extract(s, item, ptr, ind, val, pos, n_cand, sub_start, sub_len, sub_slot,
+                                                   sub_val, used)
+            _scatter(s, d, q, sub_start, sub_len, sub_slot, sub_val)
+        max_d = max(max_d, abs(d))
+        max_w = max(max_w, new)
+    return max_d, max_w, sub_slot, sub_val, used
+
+
+@njit(**_JIT)
 def _dense_sweeps(act, n_act, item, b, diag, w, q, sub_start, sub_len, sub_slot, sub_val, apos, GA, qA, w0,
                   l1, l2, tol, max_iter):
     """Sweeps over the active slots on their dense Gramian ``G[A, A]``, then ``q`` brought up to date."""
@@ -130,6 +157,7 @@ def _slim_kernel(ptr, ind, val, diag, j0, j1, l1, l2, tol, max_iter, topk, out_p
     sub_slot = np.empty(1 << 16, np.int64)
     sub_val = np.empty(1 << 16, np.float64)
     act = np.empty(n, np.int64)
+    every = np.arange(n)
     apos = np.full(n, -1, np.int64)
     GA = np.empty((DENSE_ACTIVE, DENSE_ACTIVE))
     qA = np.empty(DENSE_ACTIVE)
@@ -145,22 +173,8 @@ def _slim_kernel(ptr, ind, val, diag, j0, j1, l1, l2, tol, max_iter, topk, out_p
                 n_cand += 1
         used = 0
         for _ in range(max_iter):
-            max_d = 0.0
-            max_w = 0.0
-            for s in range(n_cand):  # a full sweep over the candidates
-                old = w[s]
-                new = (b[s] - (q[s] - diag[item[s]] * old) - l1) / (diag[item[s]] + l2)
-                if new < 0.0:
-                    new = 0.0
-                d = new - old
-                if d != 0.0:
-                    w[s] = new
-                    if sub_start[s] < 0:
-                        sub_slot, sub_val, used = _extract(s, item, ptr, ind, val, pos, n_cand, sub_start, sub_len,
-                                                           sub_slot, sub_val, used)
-                    _scatter(s, d, q, sub_start, sub_len, sub_slot, sub_val)
-                max_d = max(max_d, abs(d))
-                max_w = max(max_w, new)
+            max_d, max_w, sub_slot, sub_val, used = _sweep(every, n_cand, item, b, diag, w, q, ptr, ind, val, pos,
+                                                           n_cand, sub_start, sub_len, sub_slot, sub_val, used, l1, l2)
             if max_w == 0.0 or max_d <= tol * max_w:
                 break
             n_act = 0
@@ -173,20 +187,9 @@ def _slim_kernel(ptr, ind, val, diag, j0, j1, l1, l2, tol, max_iter, topk, out_p
                               w0, l1, l2, tol, max_iter)
                 continue
             for _inner in range(max_iter):  # a large active set: sweeps that scatter every change
-                max_d = 0.0
-                max_w = 0.0
-                for a in range(n_act):
-                    s = act[a]
-                    old = w[s]
-                    new = (b[s] - (q[s] - diag[item[s]] * old) - l1) / (diag[item[s]] + l2)
-                    if new < 0.0:
-                        new = 0.0
-                    d = new - old
-                    if d != 0.0:
-                        w[s] = new
-                        _scatter(s, d, q, sub_start, sub_len, sub_slot, sub_val)
-                    max_d = max(max_d, abs(d))
-                    max_w = max(max_w, new)
+                max_d, max_w, sub_slot, sub_val, used = _sweep(act, n_act, item, b, diag, w, q, ptr, ind, val, pos,
+                                                               n_cand, sub_start, sub_len, sub_slot, sub_val, used,
+                                                               l1, l2)
                 if max_w == 0.0 or max_d <= tol * max_w:
                     break
         n_pos = 0
