@@ -17,6 +17,8 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.linalg import lapack
 
+from .neighbors import gramian_columns
+
 __all__ = ["ease_weights", "dense_bytes", "ease_scores", "BAND"]
 
 #: Rows per band when copying the inverse's triangle and scaling (bounded temporaries).
@@ -52,7 +54,7 @@ def ease_weights(blocks, starts, n_items: int, l2: float, dtype="float32") -> np
     dtype = np.dtype(dtype)
     A = np.zeros((n_items, n_items), dtype=dtype)
     for start, block in zip(starts, blocks):
-        block = sp.csc_matrix(block)
+        block = gramian_columns(block, start)
         for c in range(0, block.shape[1], BAND):  # temporaries of n × BAND
             piece = block[:, c:c + BAND]
             A[:, start + c:start + c + piece.shape[1]] = piece.toarray()

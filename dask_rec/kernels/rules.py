@@ -17,6 +17,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from .neighbors import gramian_columns
+
 __all__ = ["METRICS", "rules_block"]
 
 METRICS = ("confidence", "lift", "support")
@@ -47,8 +49,7 @@ def rules_block(gramian_block, col_start: int, item_counts, n_users: int, k: int
     """
     if metric not in METRICS:
         raise ValueError(f"metric must be one of {METRICS}; got {metric!r}")
-    G = sp.csc_matrix(gramian_block, dtype=np.float64)
-    G.sort_indices()
+    G = gramian_columns(gramian_block, col_start)
     counts = np.asarray(item_counts, dtype=np.float64)
     n_items, width = G.shape
     indptr = np.zeros(width + 1, np.int64)

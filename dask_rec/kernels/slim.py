@@ -36,6 +36,8 @@ import numpy as np
 import scipy.sparse as sp
 from numba import njit
 
+from .neighbors import gramian_columns
+
 __all__ = ["slim_columns"]
 
 _JIT = dict(nogil=True, cache=True)
@@ -240,8 +242,7 @@ def slim_columns(gramian, col_start: int, col_stop: int, l1: float, l2: float, t
     scipy.sparse.csc_matrix, shape (n_items, col_stop - col_start), float32
         Non-negative, ``W[j, j] = 0``.
     """
-    G = sp.csc_matrix(gramian, dtype=np.float64)
-    G.sort_indices()
+    G = gramian_columns(gramian)
     n = G.shape[0]
     ptr = G.indptr.astype(np.int64)
     ind = G.indices.astype(np.int64)

@@ -56,9 +56,7 @@ def binarize_rows(X_block) -> sp.csr_matrix:
 
 def diagonal_segment(block, start: int) -> np.ndarray:
     """``diag(G)[start:start+width]`` of a Gramian column block ``G[:, start:start+width]``."""
-    block = sp.csc_matrix(block)
-    width = block.shape[1]
-    return np.asarray(block[start:start + width, :].diagonal(), dtype=np.float64)
+    return np.asarray(sp.csr_matrix(block).diagonal(-start), dtype=np.float64)  # entries (start + c, c)
 
 
 def gramian_stage(source, executor, *, binary: bool = False, blocks=None):

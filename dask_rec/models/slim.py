@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from dask_rec.kernels.neighbors import gramian_columns
 from dask_rec.kernels.slim import slim_columns
 
 from ._item_item import ItemItemModel, gramian_stage, run_fit
@@ -55,8 +56,10 @@ class SLIMConfig:
                 raise ValueError(f"{name} must be an integer >= {low}; got {value!r}")
 
 
-def _join_columns(blocks) -> sp.csc_matrix:
-    return sp.hstack([sp.csc_matrix(b) for b in blocks], format="csc")
+def _join_columns(blocks, starts) -> sp.csc_matrix:
+    if len(blocks) == 1:
+        return gramian_columns(blocks[0], starts[0])
+    return sp.hstack([gramian_columns(b, a) for b, a in zip(blocks, starts)], format="csc")
 
 
 class SLIM(ItemItemModel):
@@ -90,11 +93,11 @@ class SLIM(ItemItemModel):
         n = int(source.shape[1])
         starts, handles, _, blocks = gramian_stage(source, executor)
         executor.release(*blocks)
-        gramian = executor.submit(_join_columns, handles, key="slim-gramian", bigmem=True)
+        gramian = executor.submit(_join_columns, handles, starts, key="slim-gramian", bigmem=True)
         executor.release(*handles)
         ranges = [(a, min(a + c.columns_per_task, n)) for a in range(0, n, c.columns_per_task)]
         parts = executor.map(slim_columns, [gramian] * len(ranges), [a for a, _ in ranges], [b for _, b in ranges],
                              l1=c.l1, l2=c.l2, tol=c.tol, max_iter=c.max_iter, topk=c.topk, key="slim-columns")
-        W = _join_columns(executor.gather(parts)) if parts else sp.csc_matrix((n, n), dtype=np.float32)
+        W = (sp.hstack(executor.gather(parts), format="csc") if parts else sp.csc_matrix((n, n), dtype=np.float32))
         executor.release(gramian, *parts)
         return W
