@@ -82,7 +82,8 @@ class SLIM(ItemItemModel):
     def fit(self, data, client=None) -> "SLIM":
         """Train on a matrix, a store or a store path (client rules of ``SANSA.fit``); returns self.
 
-        The interactions must be non-negative (the candidates of each column rely on it).
+        The interactions are non-negative (the input validation rejects negative values), which
+        the exact pruning of each column's candidates relies on.
         """
         W, source, seconds = run_fit(data, client, self._fit_stages)
         self._fitted(W.tocsr(), source, seconds)
