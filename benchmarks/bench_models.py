@@ -28,7 +28,7 @@ import time
 import numpy as np
 import scipy.sparse as sp
 
-from _common import format_table, load_matrix, peak_rss_mib, run_json_subprocess
+from _common import format_table, load_matrix, peak_rss_mib, run_json_subprocess, write_split
 
 OURS = ("itemknn", "itemknn-bm25", "ease", "slim", "rules", "pop")
 PEERS = ("implicit-cosine", "implicit-bm25", "implicit-als", "numpy-ease")
@@ -153,15 +153,10 @@ def main(argv=None) -> None:
     if args.contender:
         return worker_main(args)
 
-    from dask_rec.evaluation import split_strong_generalization
-
     X = load_matrix(args.dataset)
-    n_test = args.test_users or min(10_000, X.shape[0] // 10)
-    split = split_strong_generalization(X, n_test_users=n_test, seed=0)
     rows = []
     with tempfile.TemporaryDirectory() as split_dir:
-        for name, matrix in (("train", split.train), ("history", split.test_history), ("targets", split.test_targets)):
-            sp.save_npz(os.path.join(split_dir, f"{name}.npz"), matrix)
+        n_test = write_split(X, split_dir, args.test_users)
         base = list(argv if argv is not None else sys.argv[1:])
         for contender in args.contenders.split(","):
             try:

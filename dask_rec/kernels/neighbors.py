@@ -26,7 +26,7 @@ import scipy.sparse as sp
 from numba import njit
 
 __all__ = ["SIMILARITIES", "neighbours_block", "neighbours_block_naive", "gramian_columns", "weight_rows",
-           "item_value_sums", "bm25_length_norm"]
+           "item_value_sums", "bm25_length_norm", "stack_rows"]
 
 SIMILARITIES = ("cosine", "jaccard", "dot")
 
@@ -58,6 +58,15 @@ def weight_rows(X_block, scheme: str, length_norm=None, K1: float = 100.0) -> sp
     else:
         raise ValueError(f"scheme must be 'tfidf' or 'bm25'; got {scheme!r}")
     return X
+
+
+def stack_rows(cols, vals, n_items: int) -> sp.csr_matrix:
+    """CSR (float32) whose row ``r`` holds the entries ``vals[r]`` at the columns ``cols[r]``."""
+    indptr = np.zeros(len(cols) + 1, np.int64)
+    np.cumsum([c.size for c in cols], out=indptr[1:])
+    indices = np.concatenate(cols) if cols else np.zeros(0, np.int64)
+    data = np.concatenate(vals).astype(np.float32) if vals else np.zeros(0, np.float32)
+    return sp.csr_matrix((data, indices, indptr), shape=(len(cols), n_items))
 
 
 def gramian_columns(gramian_block, col_start: int = 0) -> sp.csc_matrix:
@@ -170,7 +179,6 @@ def neighbours_block_naive(gramian_block, col_start: int, diagonal, k: int, simi
     diag = np.asarray(diagonal, dtype=np.float64)
     n_items, width = G.shape
     norms = np.sqrt(diag)
-    indptr = np.zeros(width + 1, np.int64)
     cols, vals = [], []
     for c in range(width):
         j = col_start + c
@@ -195,8 +203,5 @@ def neighbours_block_naive(gramian_block, col_start: int, diagonal, k: int, simi
             chosen = np.sort(np.r_[above, ties])
             rows, sim = rows[chosen], sim[chosen]
         cols.append(rows)
-        vals.append(sim.astype(np.float32))
-        indptr[c + 1] = indptr[c] + rows.size
-    indices = np.concatenate(cols) if cols else np.zeros(0, np.int64)
-    data = np.concatenate(vals) if vals else np.zeros(0, np.float32)
-    return sp.csr_matrix((data, indices, indptr), shape=(width, n_items))
+        vals.append(sim)
+    return stack_rows(cols, vals, n_items)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from .neighbors import gramian_columns
+from .neighbors import gramian_columns, stack_rows
 
 __all__ = ["METRICS", "rules_block"]
 
@@ -52,7 +52,6 @@ def rules_block(gramian_block, col_start: int, item_counts, n_users: int, k: int
     G = gramian_columns(gramian_block, col_start)
     counts = np.asarray(item_counts, dtype=np.float64)
     n_items, width = G.shape
-    indptr = np.zeros(width + 1, np.int64)
     cols, vals = [], []
     for c in range(width):
         i = col_start + c
@@ -73,8 +72,5 @@ def rules_block(gramian_block, col_start: int, item_counts, n_users: int, k: int
             chosen = np.sort(order)
             j, value = j[chosen], value[chosen]
         cols.append(j)
-        vals.append(value.astype(np.float32))
-        indptr[c + 1] = indptr[c] + j.size
-    indices = np.concatenate(cols) if cols else np.zeros(0, np.int64)
-    data = np.concatenate(vals) if vals else np.zeros(0, np.float32)
-    return sp.csr_matrix((data, indices, indptr), shape=(width, n_items))
+        vals.append(value)
+    return stack_rows(cols, vals, n_items)

@@ -101,6 +101,17 @@ def _sweep(slots, count, item, b, diag, w, q, ptr, ind, val, pos, n_cand, sub_st
 
 
 @njit(**_JIT)
+def _positive_slots(w, n_cand, out):
+    """Write the slots with a positive weight to ``out``; returns how many."""
+    count = 0
+    for s in range(n_cand):
+        if w[s] > 0.0:
+            out[count] = s
+            count += 1
+    return count
+
+
+@njit(**_JIT)
 def _dense_sweeps(act, n_act, item, b, diag, w, q, sub_start, sub_len, sub_slot, sub_val, apos, GA, qA, w0,
                   l1, l2, tol, max_iter):
     """Sweeps over the active slots on their dense Gramian ``G[A, A]``, then ``q`` brought up to date."""
@@ -179,11 +190,7 @@ def _slim_kernel(ptr, ind, val, diag, j0, j1, l1, l2, tol, max_iter, topk, out_p
                                                            n_cand, sub_start, sub_len, sub_slot, sub_val, used, l1, l2)
             if max_w == 0.0 or max_d <= tol * max_w:
                 break
-            n_act = 0
-            for s in range(n_cand):
-                if w[s] > 0.0:
-                    act[n_act] = s
-                    n_act += 1
+            n_act = _positive_slots(w, n_cand, act)
             if n_act <= DENSE_ACTIVE:
                 _dense_sweeps(act, n_act, item, b, diag, w, q, sub_start, sub_len, sub_slot, sub_val, apos, GA, qA,
                               w0, l1, l2, tol, max_iter)
@@ -194,11 +201,7 @@ def _slim_kernel(ptr, ind, val, diag, j0, j1, l1, l2, tol, max_iter, topk, out_p
                                                                l1, l2)
                 if max_w == 0.0 or max_d <= tol * max_w:
                     break
-        n_pos = 0
-        for s in range(n_cand):
-            if w[s] > 0.0:
-                act[n_pos] = s
-                n_pos += 1
+        n_pos = _positive_slots(w, n_cand, act)
         chosen = np.arange(n_pos)
         if topk > 0 and n_pos > topk:
             values = np.empty(n_pos)
