@@ -98,3 +98,17 @@ def test_similar_items_are_the_largest_entries_of_b_rows():
 def test_config_errors_name_the_parameter(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
         EASEConfig(**bad)
+
+
+def test_cluster_refusal_names_the_bigmem_workers_limit():
+    import scipy.sparse as sp
+    from distributed import Client, LocalCluster
+
+    from dask_rec.exceptions import InsufficientMemoryError
+
+    X = sp.csr_matrix((np.ones(2, np.float32), ([0, 1], [0, 9_999])), shape=(2, 10_000))
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, memory_limit="256MiB",
+                      dashboard_address=":0") as cluster, Client(cluster) as client:
+        with pytest.raises(InsufficientMemoryError, match=r"stage ease: the dense 10,000 x 10,000 float32 solve "
+                                                          r"\(0\.37 GiB for B\) .* more than the 0\.25 GiB"):
+            EASE().fit(X, client=client)
