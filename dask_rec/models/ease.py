@@ -5,8 +5,9 @@ blocks, summed on the big-memory worker) → one task on the big-memory worker a
 ``G + λI`` and solves it in place (:func:`dask_rec.kernels.ease.ease_weights`) → ``B`` comes back
 to the model. Before any of it runs, the fit checks that the dense ``n × n`` array fits in the
 big-memory worker's memory limit (this machine's available memory in process) and otherwise
-stops with one line naming what it would need. Scores are ``x · B``, computed for chunks of
-users of each block (:data:`SCORE_ROWS` rows at a time).
+stops with one line naming what it would need (the sparse Gramian blocks, alive during the solve,
+come on top; on a cluster the client then holds ``B`` too). Scores are ``x · B``, computed for
+chunks of users of each block (:data:`SCORE_ROWS` rows at a time).
 """
 
 from __future__ import annotations
