@@ -56,7 +56,7 @@ def run_json_subprocess(args: list[str], timeout: float | None = None) -> dict:
     env = dict(os.environ, PYTHONPATH=str(ROOT / "benchmarks") + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout, env=env)
     if proc.returncode != 0:
-        raise RuntimeError(f"{args} failed:\n{proc.stderr[-4000:]}")
+        raise RuntimeError(f"{args} failed (exit code {proc.returncode}):\n{proc.stderr[-4000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 

@@ -162,7 +162,9 @@ def main(argv=None) -> None:
             try:
                 res = run_json_subprocess([__file__, *base, "--contender", contender, "--split-dir", split_dir])
             except RuntimeError as error:  # e.g. out of memory: say so in the table and go on
-                res = {"contender": contender, "error": str(error).strip().splitlines()[-1][:120]}
+                head, _, stderr = str(error).partition(":\n")  # "... failed (exit code N)", then stderr
+                last = stderr.strip().splitlines()[-1:] or ["no output (killed?)"]
+                res = {"contender": contender, "error": f"{head.rpartition(' failed ')[2]}: {last[0][:100]}"}
             rows.append(res)
             print(json.dumps(res), file=sys.stderr, flush=True)
     print(f"\n{args.dataset}: {X.shape[0]} users x {X.shape[1]} items, {X.nnz} interactions; {n_test} held-out users")
