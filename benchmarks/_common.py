@@ -33,6 +33,19 @@ def load_matrix(name: str) -> sp.csr_matrix:
     return X
 
 
+def write_split(X, split_dir: str, test_users: int | None = None) -> int:
+    """Save the strong-generalization split of ``X`` (seed 0) as train/history/targets.npz; held-out users."""
+    import os
+
+    from dask_rec.evaluation import split_strong_generalization
+
+    n_test = test_users or min(10_000, X.shape[0] // 10)
+    split = split_strong_generalization(X, n_test_users=n_test, seed=0)
+    for name, matrix in (("train", split.train), ("history", split.test_history), ("targets", split.test_targets)):
+        sp.save_npz(os.path.join(split_dir, f"{name}.npz"), matrix)
+    return n_test
+
+
 def peak_rss_mib() -> float:
     """Peak resident memory of this process so far, MiB (Linux ru_maxrss is KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -43,7 +56,7 @@ def run_json_subprocess(args: list[str], timeout: float | None = None) -> dict:
     env = dict(os.environ, PYTHONPATH=str(ROOT / "benchmarks") + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout, env=env)
     if proc.returncode != 0:
-        raise RuntimeError(f"{args} failed:\n{proc.stderr[-4000:]}")
+        raise RuntimeError(f"{args} failed (exit code {proc.returncode}):\n{proc.stderr[-4000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 

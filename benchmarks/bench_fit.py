@@ -25,7 +25,7 @@ import time
 import numpy as np
 import scipy.sparse as sp
 
-from _common import format_table, load_matrix, peak_rss_mib, run_json_subprocess
+from _common import format_table, load_matrix, peak_rss_mib, run_json_subprocess, write_split
 
 
 def _config(args, ours: bool):
@@ -118,16 +118,10 @@ def main(argv=None) -> None:
     if args.contender:
         return worker_main(args)
 
-    from dask_rec.evaluation import split_strong_generalization
-
     X = load_matrix(args.dataset)
-    n_test = args.test_users or min(10_000, X.shape[0] // 10)
-    split = split_strong_generalization(X, n_test_users=n_test, seed=0)
     rows = []
     with tempfile.TemporaryDirectory() as split_dir:
-        sp.save_npz(os.path.join(split_dir, "train.npz"), split.train)
-        sp.save_npz(os.path.join(split_dir, "history.npz"), split.test_history)
-        sp.save_npz(os.path.join(split_dir, "targets.npz"), split.test_targets)
+        n_test = write_split(X, split_dir, args.test_users)
         base = [a for a in (argv or sys.argv[1:])]
         for contender in args.contenders.split(","):
             res = run_json_subprocess([__file__, *base, "--contender", contender, "--split-dir", split_dir])

@@ -18,6 +18,13 @@ _EXPORTS = {
     "ExactUnitLowerTriangleInverterConfig": "dask_rec.config",
     # the model
     "SANSA": "dask_rec.model",
+    # the comparison models built on the Gramian
+    "EASE": "dask_rec.models.ease",
+    "EASEConfig": "dask_rec.models.ease",
+    "SLIM": "dask_rec.models.slim",
+    "SLIMConfig": "dask_rec.models.slim",
+    "AssociationRules": "dask_rec.models.rules",
+    "AssociationRulesConfig": "dask_rec.models.rules",
     # data
     "ingest": "dask_rec.ingestion",
     "open_store": "dask_rec.store",

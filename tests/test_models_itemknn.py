@@ -98,3 +98,20 @@ def test_same_neighbours_as_implicit_bm25_and_tfidf(similarity):
         ours = ItemKNN(ItemKNNConfig(k=10, similarity=similarity)).fit(X)
     np.testing.assert_allclose(ours.similarity_.toarray(), sp.csr_matrix(theirs.similarity).toarray(),
                                rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("similarity,shrinkage,k", [("cosine", 0.0, 5), ("jaccard", 1.5, 3), ("dot", 0.0, 40)])
+def test_numba_neighbours_equal_the_naive_twin(similarity, shrinkage, k):
+    from dask_rec.kernels.gramian import block_gramian
+    from dask_rec.kernels.neighbors import neighbours_block, neighbours_block_naive
+
+    X = small_interactions(12, n_users=120, n_items=40, density=0.2)  # binary: many ties
+    G = block_gramian(X)
+    diag = G.diagonal()
+    for start, stop in ((0, 40), (5, 19)):
+        block = G if (start, stop) == (0, 40) else block_gramian(X, start, stop)
+        got = neighbours_block(block, start, diag, k, similarity, shrinkage)
+        want = neighbours_block_naive(block, start, diag, k, similarity, shrinkage)
+        np.testing.assert_array_equal(got.indptr, want.indptr)
+        np.testing.assert_array_equal(got.indices, want.indices)
+        np.testing.assert_array_equal(got.data, want.data)

@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
+from numba import njit
 
-__all__ = ["SIMILARITIES", "neighbours_block", "weight_rows", "item_value_sums", "bm25_length_norm"]
+__all__ = ["SIMILARITIES", "neighbours_block", "neighbours_block_naive", "gramian_columns", "weight_rows",
+           "item_value_sums", "bm25_length_norm", "stack_rows"]
 
 SIMILARITIES = ("cosine", "jaccard", "dot")
 
@@ -58,8 +60,98 @@ def weight_rows(X_block, scheme: str, length_norm=None, K1: float = 100.0) -> sp
     return X
 
 
+def stack_rows(cols, vals, n_items: int) -> sp.csr_matrix:
+    """CSR (float32) whose row ``r`` holds the entries ``vals[r]`` at the columns ``cols[r]``."""
+    indptr = np.zeros(len(cols) + 1, np.int64)
+    np.cumsum([c.size for c in cols], out=indptr[1:])
+    indices = np.concatenate(cols) if cols else np.zeros(0, np.int64)
+    data = np.concatenate(vals).astype(np.float32) if vals else np.zeros(0, np.float32)
+    return sp.csr_matrix((data, indices, indptr), shape=(len(cols), n_items))
+
+
+def gramian_columns(gramian_block, col_start: int = 0) -> sp.csc_matrix:
+    """A Gramian column block ``G[:, a:b]`` as sorted float64 CSC.
+
+    The whole Gramian (square, ``col_start`` 0) is symmetric, so its CSR arrays already are its
+    CSC arrays: no conversion (which costs about as much as the rest of an ItemKNN fit).
+    """
+    G = gramian_block
+    if sp.issparse(G) and G.format == "csr" and G.shape[0] == G.shape[1] and col_start == 0:
+        G = sp.csc_matrix((G.data, G.indices, G.indptr), shape=G.shape)
+    G = sp.csc_matrix(G, dtype=np.float64)
+    G.sort_indices()
+    return G
+
+
+_MODES = {name: code for code, name in enumerate(SIMILARITIES)}
+
+
+@njit(nogil=True, cache=True)
+def _neighbours_kernel(ptr, ind, val, col_start, diag, k, mode, shrinkage, out_ptr, out_ind, out_val):
+    width = ptr.shape[0] - 1
+    nnz = 0
+    for c in range(width):
+        j = col_start + c
+        lo, hi = ptr[c], ptr[c + 1]
+        m = hi - lo
+        rows = np.empty(m, np.int64)
+        sims = np.empty(m)
+        kept = 0
+        for p in range(lo, hi):
+            r = ind[p]
+            g = val[p]
+            if mode == 0:
+                denom = np.sqrt(diag[r]) * np.sqrt(diag[j]) + shrinkage
+            elif mode == 1:
+                denom = diag[r] + diag[j] - g + shrinkage
+            else:
+                denom = 1.0 + shrinkage
+            sim = g / denom if denom > 0 else 0.0
+            if sim != 0:
+                rows[kept] = r
+                sims[kept] = sim
+                kept += 1
+        kth = -np.inf
+        ties = 0
+        if kept > k:  # the k-th largest; all above it, then the lowest rows among those equal to it
+            kth = -np.partition(-sims[:kept], k - 1)[k - 1]
+            ties = k
+            for t in range(kept):
+                if sims[t] > kth:
+                    ties -= 1
+        for t in range(kept):
+            if sims[t] > kth or (sims[t] == kth and ties > 0):
+                if sims[t] == kth:
+                    ties -= 1
+                out_ind[nnz] = rows[t]
+                out_val[nnz] = sims[t]
+                nnz += 1
+        out_ptr[c + 1] = nnz
+    return nnz
+
+
 def neighbours_block(gramian_block, col_start: int, diagonal, k: int, similarity: str = "cosine",
                      shrinkage: float = 0.0) -> sp.csr_matrix:
+    """Rows ``col_start:col_start+width`` of the neighbour matrix S from ``G[:, col_start:col_stop]``.
+
+    The numba twin of :func:`neighbours_block_naive` (same parameters and result).
+    """
+    if similarity not in SIMILARITIES:
+        raise ValueError(f"similarity must be one of {SIMILARITIES}; got {similarity!r}")
+    G = gramian_columns(gramian_block, col_start)
+    n_items, width = G.shape
+    out_ptr = np.zeros(width + 1, np.int64)
+    bound = min(int(G.nnz), width * int(k))
+    out_ind = np.empty(bound, np.int64)
+    out_val = np.empty(bound, np.float64)
+    nnz = _neighbours_kernel(G.indptr.astype(np.int64), G.indices.astype(np.int64), G.data, int(col_start),
+                             np.asarray(diagonal, dtype=np.float64), int(k), _MODES[similarity], float(shrinkage),
+                             out_ptr, out_ind, out_val)
+    return sp.csr_matrix((out_val[:nnz].astype(np.float32), out_ind[:nnz], out_ptr), shape=(width, n_items))
+
+
+def neighbours_block_naive(gramian_block, col_start: int, diagonal, k: int, similarity: str = "cosine",
+                           shrinkage: float = 0.0) -> sp.csr_matrix:
     """Rows ``col_start:col_start+width`` of the neighbour matrix S from ``G[:, col_start:col_stop]``.
 
     Parameters
@@ -87,7 +179,6 @@ def neighbours_block(gramian_block, col_start: int, diagonal, k: int, similarity
     diag = np.asarray(diagonal, dtype=np.float64)
     n_items, width = G.shape
     norms = np.sqrt(diag)
-    indptr = np.zeros(width + 1, np.int64)
     cols, vals = [], []
     for c in range(width):
         j = col_start + c
@@ -112,8 +203,5 @@ def neighbours_block(gramian_block, col_start: int, diagonal, k: int, similarity
             chosen = np.sort(np.r_[above, ties])
             rows, sim = rows[chosen], sim[chosen]
         cols.append(rows)
-        vals.append(sim.astype(np.float32))
-        indptr[c + 1] = indptr[c] + rows.size
-    indices = np.concatenate(cols) if cols else np.zeros(0, np.int64)
-    data = np.concatenate(vals) if vals else np.zeros(0, np.float32)
-    return sp.csr_matrix((data, indices, indptr), shape=(width, n_items))
+        vals.append(sim)
+    return stack_rows(cols, vals, n_items)

@@ -10,16 +10,14 @@ column block computes the neighbour rows of its items
 
 from __future__ import annotations
 
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
 
 from dask_rec.kernels.neighbors import bm25_length_norm, item_value_sums, neighbours_block, weight_rows
-from dask_rec.kernels.scoring import recommend_block, similar_items_block
 
-from .base import Recommender
+from ._item_item import ItemItemModel, gramian_stage, run_fit
 
 __all__ = ["ItemKNNConfig", "ItemKNN"]
 
@@ -63,13 +61,7 @@ def _sum_arrays(parts):
     return np.sum(parts, axis=0)
 
 
-def _diagonal_segment(block, start):
-    block = sp.csc_matrix(block)
-    width = block.shape[1]
-    return np.asarray(block[start:start + width, :].diagonal(), dtype=np.float64)
-
-
-class ItemKNN(Recommender):
+class ItemKNN(ItemItemModel):
     """Item-based nearest neighbours (cosine, Jaccard, tf-idf or BM25 on the Gramian, with shrinkage).
 
     Parameters
@@ -84,43 +76,15 @@ class ItemKNN(Recommender):
 
     name = "itemknn"
     kind = "dask_rec.ItemKNN"
-
-    def __init__(self, config: ItemKNNConfig | None = None) -> None:
-        self.config = config if config is not None else ItemKNNConfig()
-        if not isinstance(self.config, ItemKNNConfig):
-            raise TypeError(f"config must be an ItemKNNConfig; got {type(config).__name__}")
-        self.similarity_ = None
-        self.fit_report_: dict = {}
+    config_class = ItemKNNConfig
 
     def fit(self, data, client=None) -> "ItemKNN":
         """Train on a matrix, a store or a store path (client rules of ``SANSA.fit``); returns self."""
-        from dask_rec.blocks import as_row_block_source
-        from dask_rec.cluster import client_context, current_client
-        from dask_rec.executor import executor_for
-
-        source = as_row_block_source(data)
-        if client is None:
-            client = current_client()
-            if client is None and source.store is not None:
-                client = "local"
-        if isinstance(client, str) and client != "local":
-            raise ValueError(f"client must be a distributed.Client, 'local' or None; got {client!r}")
-        t0 = time.perf_counter()
-        if client is None:
-            S = self._fit_stages(source, executor_for(None))
-        else:
-            with client_context(None if client == "local" else client) as c:
-                S = self._fit_stages(source, executor_for(c))
-        self.similarity_ = S
-        self.item_vocabulary = source.item_vocabulary
-        self.fit_report_ = {"n_items": int(S.shape[0]), "nnz": int(S.nnz),
-                            "total_seconds": round(time.perf_counter() - t0, 3)}
+        S, source, seconds = run_fit(data, client, self._fit_stages)
+        self._fitted(S, source, seconds)
         return self
 
     def _fit_stages(self, source, executor) -> sp.csr_matrix:
-        from dask_rec.gramian import reduce_gramian
-
-        n_items = int(source.shape[1])
         c = self.config
         weighting, similarity = _SCHEMES[c.similarity]
         blocks = source.block_handles(executor)
@@ -134,80 +98,9 @@ class ItemKNN(Recommender):
                                     key="knn-weight-rows")
             executor.release(*blocks)
             blocks = weighted
-        gramian = reduce_gramian(executor, blocks, n_items)
-        starts = [a for a, _, _ in gramian]
-        handles = [h for _, _, h in gramian]
-        diagonal = np.concatenate(executor.gather(executor.map(_diagonal_segment, handles, starts, key="knn-diag")))
+        starts, handles, diagonal, blocks = gramian_stage(source, executor, blocks=blocks)
         rows = executor.map(neighbours_block, handles, starts, diagonal=diagonal, k=c.k, similarity=similarity,
                             shrinkage=c.shrinkage, key="knn-neighbours")
         S = sp.vstack(executor.gather(rows), format="csr")
         executor.release(*rows, *handles, *blocks)
         return S
-
-    @property
-    def n_items(self) -> int:
-        if self.similarity_ is None:
-            raise RuntimeError("ItemKNN is not fitted: call fit() first")
-        return int(self.similarity_.shape[0])
-
-    def topk_block(self, X_block, k: int, exclude_seen: bool = True, allowed=None, n_threads: int = 1):
-        """Top ``k`` of ``x · S`` per user; see the contract in :mod:`dask_rec.models.base`."""
-        identity = sp.identity(self.n_items, dtype=np.float32, format="csr")
-        return recommend_block(X_block, identity, self.similarity_, k, exclude_seen=exclude_seen, allowed=allowed,
-                               n_threads=n_threads)
-
-    def similar_items(self, items, k: int = 10):
-        """Top ``k`` neighbours of each of ``items`` (rows of S, the item itself excluded)."""
-        single = np.ndim(items) == 0
-        items = np.atleast_1d(np.asarray(items, dtype=np.int64))
-        if items.size and (items.min() < 0 or items.max() >= self.n_items):
-            raise ValueError(f"items must be in [0, {self.n_items}); got {items.min()}..{items.max()}")
-        identity = sp.identity(self.n_items, dtype=np.float32, format="csr")
-        ids, scores = similar_items_block(items, identity, self.similarity_, k)
-        return (ids[0], scores[0]) if single else (ids, scores)
-
-    def save(self, path, *, overwrite: bool = False) -> str:
-        """Zarr directory: root attrs kind, config; S as an anndata-style CSR group ``S``."""
-        import json
-
-        import zarr
-
-        from dask_rec import __version__
-        from dask_rec.persistence import write_csr_group
-        from dask_rec.store import atomic_directory
-
-        S = self.similarity_
-        if S is None:
-            raise ValueError("this ItemKNN is not fitted: call fit() first")
-        with atomic_directory(path, overwrite, marker="zarr.json") as tmp:
-            root = zarr.open_group(str(tmp), mode="w", zarr_format=3)
-            root.attrs.update({"format_version": 1, "kind": self.kind, "dask_rec_version": __version__,
-                               "config": asdict(self.config), "n_items": self.n_items,
-                               "fit_report": json.loads(json.dumps(self.fit_report_, default=str))})
-            write_csr_group(root, "S", S)
-            if self.item_vocabulary is not None:
-                self.item_vocabulary.save(tmp / "items.parquet")
-        return str(path)
-
-    @classmethod
-    def load(cls, path) -> "ItemKNN":
-        from pathlib import Path
-
-        import zarr
-
-        from dask_rec.persistence import read_csr_group
-
-        if not Path(path).exists():
-            raise FileNotFoundError(f"no model at {str(path)!r}")
-        root = zarr.open_group(str(path), mode="r")
-        attrs = dict(root.attrs)
-        if attrs.get("kind") != cls.kind:
-            raise ValueError(f"{str(path)!r} holds a {attrs.get('kind')!r} model, not {cls.kind!r}")
-        model = cls(ItemKNNConfig(**attrs["config"]))
-        model.similarity_ = read_csr_group(root["S"]).astype(np.float32)
-        model.fit_report_ = attrs.get("fit_report", {})
-        if (Path(path) / "items.parquet").exists():
-            from dask_rec.vocabulary import Vocabulary
-
-            model.item_vocabulary = Vocabulary.load(Path(path) / "items.parquet")
-        return model

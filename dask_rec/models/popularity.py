@@ -253,27 +253,13 @@ def run_on_row_blocks(data, client, fn, **kwargs) -> dict:
     A Client runs one task per block on its cluster; ``"local"`` starts a LocalCluster; ``None``
     uses the current client, else a LocalCluster for a store, else this process.
     """
-    from dask_rec.blocks import as_row_block_source
-    from dask_rec.cluster import client_context, current_client
-    from dask_rec.executor import executor_for
+    from ._item_item import run_fit
 
-    source = as_row_block_source(data)
-    if client is None:
-        client = current_client()
-        if client is None and source.store is not None:
-            client = "local"
-    if isinstance(client, str) and client != "local":
-        raise ValueError(f"client must be a distributed.Client, 'local' or None; got {client!r}")
-
-    def run(executor):
+    def run(source, executor):
         parts = executor.map(fn, source.block_handles(executor), key="item-scores", **kwargs)
         return executor.gather(executor.tree_reduce(_sum_arrays, parts, key="item-scores-sum"))
 
-    if client is None:
-        total = run(executor_for(None))
-    else:
-        with client_context(None if client == "local" else client) as c:
-            total = run(executor_for(c))
+    total, source, _ = run_fit(data, client, run)
     return {"sum": total, "vocabulary": source.item_vocabulary}
 
 

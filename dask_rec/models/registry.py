@@ -85,6 +85,15 @@ _BUILTIN = (
                "dask_rec.cli._count_model_options:add_itemknn_arguments",
                "dask_rec.cli._count_model_options:itemknn_config_from_args"),
     ModelEntry("userpop", "dask_rec.models.popularity:UserPopRec", "dask_rec.UserPopRec"),
+    ModelEntry("ease", "dask_rec.models.ease:EASE", "dask_rec.EASE",
+               "dask_rec.cli._gramian_model_options:add_ease_arguments",
+               "dask_rec.cli._gramian_model_options:ease_config_from_args"),
+    ModelEntry("slim", "dask_rec.models.slim:SLIM", "dask_rec.SLIM",
+               "dask_rec.cli._gramian_model_options:add_slim_arguments",
+               "dask_rec.cli._gramian_model_options:slim_config_from_args"),
+    ModelEntry("rules", "dask_rec.models.rules:AssociationRules", "dask_rec.AssociationRules",
+               "dask_rec.cli._gramian_model_options:add_rules_arguments",
+               "dask_rec.cli._gramian_model_options:rules_config_from_args"),
 )
 
 #: name -> :class:`ModelEntry`, in registration order.

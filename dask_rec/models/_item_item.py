@@ -1,0 +1,171 @@
+"""What the models built on the Gramian share: running their stages, and an item-item matrix S.
+
+:func:`run_fit` applies the client rules of ``SANSA.fit`` (an explicit client, the current one,
+a LocalCluster for a store, else in process) and times the stages. :func:`gramian_stage` reduces
+the Gramian of the (optionally binarized) row blocks into column-block handles, with its
+diagonal. :class:`ItemItemModel` is the part of ItemKNN, SLIM and AssociationRules that only
+depends on their sparse item-item matrix ``S`` (``n_items × n_items``): scores ``x · S``,
+``similar_items`` (rows of S) and save/load of S as an anndata-style CSR group (no pickle).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict
+
+import numpy as np
+import scipy.sparse as sp
+
+from dask_rec.kernels.scoring import recommend_block, similar_items_block
+
+from .base import Recommender
+
+__all__ = ["run_fit", "gramian_stage", "ItemItemModel", "binarize_rows", "diagonal_segment"]
+
+
+def run_fit(data, client, stages):
+    """``(stages(source, executor), source, seconds)`` with the client rules of ``SANSA.fit``."""
+    from dask_rec.blocks import as_row_block_source
+    from dask_rec.cluster import client_context, current_client
+    from dask_rec.executor import executor_for
+
+    source = as_row_block_source(data)
+    if client is None:
+        client = current_client()
+        if client is None and source.store is not None:
+            client = "local"
+    if isinstance(client, str) and client != "local":
+        raise ValueError(f"client must be a distributed.Client, 'local' or None; got {client!r}")
+    t0 = time.perf_counter()
+    if client is None:
+        result = stages(source, executor_for(None))
+    else:
+        with client_context(None if client == "local" else client) as c:
+            result = stages(source, executor_for(c))
+    return result, source, round(time.perf_counter() - t0, 3)
+
+
+def binarize_rows(X_block) -> sp.csr_matrix:
+    """The sparsity pattern of a block as ones (float32): counts of co-occurrence in the Gramian."""
+    X = sp.csr_matrix(X_block, copy=True)
+    X.eliminate_zeros()
+    X.data = np.ones(X.nnz, np.float32)
+    return X
+
+
+def diagonal_segment(block, start: int) -> np.ndarray:
+    """``diag(G)[start:start+width]`` of a Gramian column block ``G[:, start:start+width]``."""
+    return np.asarray(sp.csr_matrix(block).diagonal(-start), dtype=np.float64)  # entries (start + c, c)
+
+
+def gramian_stage(source, executor, *, binary: bool = False, blocks=None):
+    """Reduce the Gramian: ``(starts, handles, diagonal, row-block handles)``.
+
+    ``blocks``: row-block handles to use (e.g. weighted rows); default: the source's, binarized
+    first with ``binary``. The caller releases the returned handles.
+    """
+    from dask_rec.gramian import reduce_gramian
+
+    n_items = int(source.shape[1])
+    if blocks is None:
+        blocks = source.block_handles(executor)
+        if binary:
+            ones = executor.map(binarize_rows, blocks, key="binarize-rows")
+            executor.release(*blocks)
+            blocks = ones
+    gramian = reduce_gramian(executor, blocks, n_items)
+    starts = [a for a, _, _ in gramian]
+    handles = [h for _, _, h in gramian]
+    diagonal = np.concatenate(executor.gather(executor.map(diagonal_segment, handles, starts, key="gramian-diag")))
+    return starts, handles, diagonal, blocks
+
+
+class ItemItemModel(Recommender):
+    """A model scored by a sparse item-item matrix: ``score_j = Σ_i x_i S_ij``.
+
+    Subclasses set ``kind``, ``config_class`` and ``similarity_`` (CSR, float32) in ``fit``.
+    """
+
+    kind = ""
+    config_class = None
+    #: Name of the fitted matrix in messages ("S" by default).
+    matrix_name = "S"
+
+    def __init__(self, config=None) -> None:
+        self.config = config if config is not None else self.config_class()
+        if not isinstance(self.config, self.config_class):
+            raise TypeError(f"config must be a {self.config_class.__name__}; got {type(config).__name__}")
+        self.similarity_ = None
+        self.fit_report_: dict = {}
+
+    def _fitted(self, S, source, seconds, **report) -> None:
+        self.similarity_ = sp.csr_matrix(S, dtype=np.float32)
+        self.item_vocabulary = source.item_vocabulary
+        self.fit_report_ = {"n_items": int(S.shape[0]), "nnz": int(S.nnz), **report, "total_seconds": seconds}
+
+    @property
+    def n_items(self) -> int:
+        if self.similarity_ is None:
+            raise RuntimeError(f"{type(self).__name__} is not fitted: call fit() first")
+        return int(self.similarity_.shape[0])
+
+    def topk_block(self, X_block, k: int, exclude_seen: bool = True, allowed=None, n_threads: int = 1):
+        """Top ``k`` of ``x · S`` per user; see the contract in :mod:`dask_rec.models.base`."""
+        identity = sp.identity(self.n_items, dtype=np.float32, format="csr")
+        return recommend_block(X_block, identity, self.similarity_, k, exclude_seen=exclude_seen, allowed=allowed,
+                               n_threads=n_threads)
+
+    def similar_items(self, items, k: int = 10):
+        """Top ``k`` entries of the rows of S for ``items`` (the item itself excluded)."""
+        single = np.ndim(items) == 0
+        items = np.atleast_1d(np.asarray(items, dtype=np.int64))
+        if items.size and (items.min() < 0 or items.max() >= self.n_items):
+            raise ValueError(f"items must be in [0, {self.n_items}); got {items.min()}..{items.max()}")
+        identity = sp.identity(self.n_items, dtype=np.float32, format="csr")
+        ids, scores = similar_items_block(items, identity, self.similarity_, k)
+        return (ids[0], scores[0]) if single else (ids, scores)
+
+    def save(self, path, *, overwrite: bool = False) -> str:
+        """Zarr directory: root attrs kind, config; S as an anndata-style CSR group ``S``."""
+        import zarr
+
+        from dask_rec import __version__
+        from dask_rec.persistence import write_csr_group
+        from dask_rec.store import atomic_directory
+
+        if self.similarity_ is None:
+            raise ValueError(f"this {type(self).__name__} is not fitted: call fit() first")
+        with atomic_directory(path, overwrite, marker="zarr.json") as tmp:
+            root = zarr.open_group(str(tmp), mode="w", zarr_format=3)
+            root.attrs.update({"format_version": 1, "kind": self.kind, "dask_rec_version": __version__,
+                               "config": asdict(self.config), "n_items": self.n_items,
+                               "fit_report": json.loads(json.dumps(self.fit_report_, default=str))})
+            write_csr_group(root, "S", self.similarity_)
+            if self.item_vocabulary is not None:
+                self.item_vocabulary.save(tmp / "items.parquet")
+        return str(path)
+
+    @classmethod
+    def load(cls, path):
+        """Load a model written by :meth:`save` (no pickle involved)."""
+        from pathlib import Path
+
+        import zarr
+
+        from dask_rec.persistence import read_csr_group
+
+        if not Path(path).exists():
+            raise FileNotFoundError(f"no model at {str(path)!r}")
+        root = zarr.open_group(str(path), mode="r")
+        attrs = dict(root.attrs)
+        if attrs.get("kind") != cls.kind:
+            raise ValueError(f"{str(path)!r} holds a {attrs.get('kind')!r} model, not {cls.kind!r}")
+        model = cls(cls.config_class(**attrs["config"]))
+        model.similarity_ = read_csr_group(root["S"]).astype(np.float32)
+        model.fit_report_ = attrs.get("fit_report", {})
+        if (Path(path) / "items.parquet").exists():
+            from dask_rec.vocabulary import Vocabulary
+
+            model.item_vocabulary = Vocabulary.load(Path(path) / "items.parquet")
+        return model
