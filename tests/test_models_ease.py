@@ -110,5 +110,5 @@ def test_cluster_refusal_names_the_bigmem_workers_limit():
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, memory_limit="256MiB",
                       dashboard_address=":0") as cluster, Client(cluster) as client:
         with pytest.raises(InsufficientMemoryError, match=r"stage ease: the dense 10,000 x 10,000 float32 solve "
-                                                          r"\(0\.37 GiB for B\) .* more than the 0\.25 GiB"):
+                                                          r"\(0\.37 GiB for B\) .* more than the 256\.0 MiB"):
             EASE().fit(X, client=client)
