@@ -191,23 +191,15 @@ class ItemKNN(Recommender):
 
     @classmethod
     def load(cls, path) -> "ItemKNN":
-        from pathlib import Path
+        """Load a model written by :meth:`save`, checked (see :mod:`dask_rec.persistence`)."""
+        from dask_rec.persistence import config_error, open_model_root, read_csr_group, read_item_vocabulary
 
-        import zarr
-
-        from dask_rec.persistence import read_csr_group
-
-        if not Path(path).exists():
-            raise FileNotFoundError(f"no model at {str(path)!r}")
-        root = zarr.open_group(str(path), mode="r")
-        attrs = dict(root.attrs)
-        if attrs.get("kind") != cls.kind:
-            raise ValueError(f"{str(path)!r} holds a {attrs.get('kind')!r} model, not {cls.kind!r}")
-        model = cls(ItemKNNConfig(**attrs["config"]))
+        root, attrs = open_model_root(path, cls.kind)
+        try:
+            model = cls(ItemKNNConfig(**attrs["config"]))
+        except Exception as exc:
+            raise config_error(path, exc) from None
         model.similarity_ = read_csr_group(root["S"]).astype(np.float32)
         model.fit_report_ = attrs.get("fit_report", {})
-        if (Path(path) / "items.parquet").exists():
-            from dask_rec.vocabulary import Vocabulary
-
-            model.item_vocabulary = Vocabulary.load(Path(path) / "items.parquet")
+        model.item_vocabulary = read_item_vocabulary(path, model.n_items)
         return model
