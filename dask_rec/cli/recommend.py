@@ -33,8 +33,9 @@ def run(args) -> int:
     from dask_rec.models.registry import load_model_directory
     from dask_rec.store import open_store
 
-    if Path(args.output).exists() and not args.overwrite:
-        raise FileExistsError(f"output {args.output!r} already exists; pass --overwrite to replace it")
+    from dask_rec.atomic import check_target
+
+    check_target(Path(args.output).absolute(), args.overwrite, kind="recommendations")
     model = load_model_directory(args.model)  # any saved kind (root attr "kind")
     store = open_store(args.store)
     if model.n_items != store.shape[1]:
