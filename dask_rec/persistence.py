@@ -37,7 +37,7 @@ import scipy.sparse as sp
 from .exceptions import ModelFileError
 
 __all__ = ["save_model", "load_model", "write_csr_group", "read_csr_group", "write_array", "read_array",
-           "open_model_root", "read_item_vocabulary", "MODEL_FORMAT_VERSION"]
+           "open_model_root", "open_member", "read_item_vocabulary", "item_vocabulary_attrs", "MODEL_FORMAT_VERSION"]
 
 MODEL_FORMAT_VERSION = 1
 
@@ -66,10 +66,7 @@ def _where(node) -> str:
 def read_array(parent, name: str) -> np.ndarray:
     """Array ``name`` of ``parent``, checked: present, every chunk there and decodable, CRC-32 equal."""
     where = f"{_where(parent)}/{name}".replace("//", "/")
-    try:
-        arr = parent[name]
-    except (KeyError, FileNotFoundError, ValueError, json.JSONDecodeError) as exc:
-        raise ModelFileError(f"{where}: missing or unreadable array ({_one_line(exc)})") from None
+    arr = open_member(parent, name)
     if arr.nchunks_initialized < arr.nchunks and "crc32" in arr.attrs:
         missing = _missing_chunk(arr)
         raise ModelFileError(f"{where}/{missing}: chunk file missing; the model is incomplete (save it again)")
@@ -181,13 +178,28 @@ def open_model_root(path, kind: str | None = None):
     return root, attrs
 
 
-def read_item_vocabulary(path, n_items: int | None = None):
-    """The item vocabulary ``path/items.parquet`` (None when absent), a one-line error when damaged
-    or when it does not hold ``n_items`` IDs."""
+def open_member(parent, name: str):
+    """Group or array ``name`` of ``parent``; a one-line :class:`ModelFileError` when missing or unreadable."""
+    try:
+        return parent[name]
+    except Exception as exc:  # missing, or metadata zarr cannot parse (many exception types)
+        raise ModelFileError(f"{_where(parent)}/{name}: missing or unreadable ({_one_line(exc)})".replace("//", "/")) from None
+
+
+def item_vocabulary_attrs(model) -> dict:
+    """Root attrs to save with ``model``: whether an ``items.parquet`` belongs to it (so its loss is noticed)."""
+    return {"item_vocabulary": model.item_vocabulary is not None}
+
+
+def read_item_vocabulary(path, n_items: int | None = None, attrs: dict | None = None):
+    """The item vocabulary ``path/items.parquet`` (None when absent), a one-line error when damaged,
+    when it does not hold ``n_items`` IDs, or when root ``attrs`` say it was saved but it is gone."""
     from .vocabulary import Vocabulary
 
     file = Path(path) / "items.parquet"
     if not file.exists():
+        if (attrs or {}).get("item_vocabulary"):
+            raise ModelFileError(f"{file}: missing; the model was saved with its item IDs")
         return None
     try:
         vocabulary = Vocabulary.load(file)
@@ -226,6 +238,7 @@ def save_model(model, path, *, overwrite: bool = False) -> str:
             "config": config_to_dict(model.config),
             "n_items": int(model.n_items),
             "fit_report": json.loads(json.dumps(model.fit_report_, default=_jsonable)),
+            **item_vocabulary_attrs(model),
         })
         if on_cluster:  # the workers write the weights; they never travel through this process
             model._client.submit(_write_weights, model._weights_handle, str(tmp), pure=False).result()
@@ -255,11 +268,7 @@ def load_model(path):
     except Exception as exc:
         raise config_error(path, exc) from None
     model = SANSA(config)
-    weights = []
-    for name in ("W1", "W2"):
-        if name not in root:
-            raise ModelFileError(f"{Path(path) / name}: missing; the model is incomplete")
-        weights.append(read_csr_group(root[name]))
+    weights = [read_csr_group(open_member(root, name)) for name in ("W1", "W2")]
     try:
         model.load_weights(tuple(weights))
     except ValueError as exc:
@@ -268,7 +277,7 @@ def load_model(path):
     if n_items is not None and n_items != model.n_items:
         raise ModelFileError(f"{Path(path) / 'zarr.json'}: n_items={n_items!r} but the weights have {model.n_items} items")
     model.fit_report_ = attrs.get("fit_report", {})
-    model.item_vocabulary = read_item_vocabulary(path, model.n_items)
+    model.item_vocabulary = read_item_vocabulary(path, model.n_items, attrs)
     return model
 
 

@@ -173,7 +173,7 @@ class ItemKNN(Recommender):
         import zarr
 
         from dask_rec import __version__
-        from dask_rec.persistence import write_csr_group
+        from dask_rec.persistence import item_vocabulary_attrs, write_csr_group
         from dask_rec.store import atomic_directory
 
         S = self.similarity_
@@ -183,7 +183,8 @@ class ItemKNN(Recommender):
             root = zarr.open_group(str(tmp), mode="w", zarr_format=3)
             root.attrs.update({"format_version": 1, "kind": self.kind, "dask_rec_version": __version__,
                                "config": asdict(self.config), "n_items": self.n_items,
-                               "fit_report": json.loads(json.dumps(self.fit_report_, default=str))})
+                               "fit_report": json.loads(json.dumps(self.fit_report_, default=str)),
+                               **item_vocabulary_attrs(self)})
             write_csr_group(root, "S", S)
             if self.item_vocabulary is not None:
                 self.item_vocabulary.save(tmp / "items.parquet")
@@ -192,14 +193,15 @@ class ItemKNN(Recommender):
     @classmethod
     def load(cls, path) -> "ItemKNN":
         """Load a model written by :meth:`save`, checked (see :mod:`dask_rec.persistence`)."""
-        from dask_rec.persistence import config_error, open_model_root, read_csr_group, read_item_vocabulary
+        from dask_rec.persistence import (config_error, open_member, open_model_root, read_csr_group,
+                                          read_item_vocabulary)
 
         root, attrs = open_model_root(path, cls.kind)
         try:
             model = cls(ItemKNNConfig(**attrs["config"]))
         except Exception as exc:
             raise config_error(path, exc) from None
-        model.similarity_ = read_csr_group(root["S"]).astype(np.float32)
+        model.similarity_ = read_csr_group(open_member(root, "S")).astype(np.float32)
         model.fit_report_ = attrs.get("fit_report", {})
-        model.item_vocabulary = read_item_vocabulary(path, model.n_items)
+        model.item_vocabulary = read_item_vocabulary(path, model.n_items, attrs)
         return model

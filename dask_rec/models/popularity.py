@@ -296,7 +296,7 @@ def save_arrays(model, path, arrays: dict, *, overwrite: bool = False) -> str:
     import zarr
 
     from dask_rec import __version__
-    from dask_rec.persistence import write_array
+    from dask_rec.persistence import item_vocabulary_attrs, write_array
     from dask_rec.store import atomic_directory
 
     if any(v is None for v in arrays.values()):
@@ -307,6 +307,7 @@ def save_arrays(model, path, arrays: dict, *, overwrite: bool = False) -> str:
             "format_version": 1, "kind": model.kind, "dask_rec_version": __version__,
             "config": json.loads(json.dumps(asdict(model.config))), "n_items": int(model.n_items),
             "fit_report": json.loads(json.dumps(model.fit_report_, default=str)),
+            **item_vocabulary_attrs(model),
         })
         for name, values in arrays.items():
             write_array(root, name, np.asarray(values))
@@ -330,5 +331,5 @@ def load_arrays(path, kind: str, names=("item_counts",)):
             from dask_rec.exceptions import ModelFileError
 
             raise ModelFileError(f"{path}/{name}: {values.shape[0]} values for a model of {n_items} items")
-    vocabulary = read_item_vocabulary(path, n_items if isinstance(n_items, int) else None)
+    vocabulary = read_item_vocabulary(path, n_items if isinstance(n_items, int) else None, attrs)
     return attrs, arrays, vocabulary
