@@ -6,7 +6,7 @@ import contextlib
 import logging
 import os
 
-__all__ = ["client_context", "current_client"]
+__all__ = ["client_context", "current_client", "check_workers"]
 
 logger = logging.getLogger(__name__)
 
@@ -21,6 +21,38 @@ def current_client():
         return get_client()
     except ValueError:
         return None
+
+
+def check_workers(n_workers, *, cores: int | None = None, memory: int | None = None) -> int | None:
+    """``n_workers`` for a LocalCluster on this machine, or a one-line ``ValueError``.
+
+    Refuses values below 1 and values far above the machine: more than
+    ``dask_rec.cluster.workers-per-core`` (4) per core, or fewer than
+    ``dask_rec.cluster.worker-memory-min`` bytes (512 MiB) of memory each. ``None`` passes
+    (one worker per core).
+    """
+    import numbers
+
+    from . import settings
+
+    if n_workers is None:
+        return None
+    if isinstance(n_workers, bool) or not isinstance(n_workers, numbers.Integral) or n_workers < 1:
+        raise ValueError(f"the number of workers (--workers) must be an integer >= 1; got {n_workers!r}")
+    cores = cores or os.cpu_count() or 1
+    if memory is None:
+        import psutil
+
+        memory = psutil.virtual_memory().total
+    per_core = int(settings.get("cluster.workers-per-core"))
+    min_memory = int(settings.get("cluster.worker-memory-min"))
+    limit = max(1, min(per_core * cores, memory // max(min_memory, 1)))
+    if n_workers > limit:
+        raise ValueError(
+            f"--workers {n_workers} is far above this machine ({cores} cores, {memory / 2**30:.0f} GiB): at most "
+            f"{limit} local workers ({per_core} per core, >= {min_memory / 2**20:.0f} MiB each; "
+            f"dask_rec.cluster.workers-per-core / worker-memory-min); use --scheduler for a bigger cluster")
+    return int(n_workers)
 
 
 @contextlib.contextmanager
@@ -46,6 +78,7 @@ def client_context(client=None, scheduler: str | None = None, *, n_workers: int 
     if client is not None:
         yield client
         return
+    n_workers = check_workers(n_workers)
     from distributed import Client, LocalCluster
 
     if scheduler is not None:
