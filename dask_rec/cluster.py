@@ -78,10 +78,15 @@ def unguarded_main_call():
     import ast
     import sys
 
+    import dask
+
     main = sys.modules.get("__main__")
     path = getattr(main, "__file__", None)
     if not path or not os.path.isfile(path):
         return None  # an interactive session, python -c, a notebook: nothing is re-imported
+    spec_name = getattr(getattr(main, "__spec__", None), "name", None) or ""
+    if spec_name.endswith(".__main__") or dask.config.get("distributed.worker.multiprocessing-method") == "fork":
+        return None  # multiprocessing does not re-import a package's __main__ (python -m pkg), nor fork
     frame = sys._getframe(1)
     while frame is not None:
         if frame.f_code.co_name == "<module>" and frame.f_globals.get("__name__") == "__main__" \
@@ -105,7 +110,7 @@ def unguarded_main_call():
 @contextlib.contextmanager
 def client_context(client=None, scheduler: str | None = None, *, n_workers: int | None = None,
                    threads_per_worker: int | None = None, memory_limit="auto", security=None,
-                   dashboard: bool = True):
+                   dashboard: bool = True, silence_logs: int = logging.WARNING):
     """Yield a ``distributed.Client`` to run a job on, closing only what was started here.
 
     Parameters
@@ -121,6 +126,8 @@ def client_context(client=None, scheduler: str | None = None, *, n_workers: int 
         TLS settings for connecting to ``scheduler``.
     dashboard : bool
         Serve (and log the link of) the dashboard of a started LocalCluster.
+    silence_logs : int
+        Level below which a started LocalCluster's scheduler and workers log nothing.
 
     A LocalCluster started (through any caller) from the top-level code of a script that lacks
     ``if __name__ == "__main__":`` runs its workers on threads in this process, with a
@@ -163,6 +170,7 @@ def client_context(client=None, scheduler: str | None = None, *, n_workers: int 
         memory_limit=memory_limit,
         processes=processes,
         dashboard_address=":0" if dashboard else None,
+        silence_logs=silence_logs,
     )
     c = Client(cluster)
     if dashboard and cluster.dashboard_link:

@@ -84,7 +84,9 @@ def cluster_from_args(args):
         from dask_rec.cluster import check_workers
 
         check_workers(args.workers)  # before any work, not when the cluster starts
-    return client_context(scheduler=args.scheduler, n_workers=args.workers, security=security)
+    # a failed task is reported once, as our one-line error: the workers' own error logs only with -v
+    quiet = logging.CRITICAL if getattr(args, "verbose", 0) == 0 else logging.WARNING
+    return client_context(scheduler=args.scheduler, n_workers=args.workers, security=security, silence_logs=quiet)
 
 
 def main(argv=None) -> int:
