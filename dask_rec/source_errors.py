@@ -87,6 +87,8 @@ def explain_read_error(exc: BaseException, source: str, fmt: str, *, sep: str | 
                        storage_options=None) -> ValueError | None:
     """A one-line ``ValueError`` naming the file (and line/column) for a failed read of ``source``, or None
     when ``exc`` is not a reading error (then it is raised as it is)."""
+    if isinstance(exc, (FileNotFoundError, PermissionError)):
+        return None  # already clear, and raised by our own checks
     message = str(exc)
     wrapped = "An error occurred while calling the read_" in message
     try:
@@ -122,4 +124,6 @@ def explain_read_error(exc: BaseException, source: str, fmt: str, *, sep: str | 
                     parquet.read_row_group(0)
         except Exception as bad:  # this file is the culprit
             return ValueError(f"{path}: not a readable Parquet file ({_first_line(str(bad))})")
+    if not wrapped:
+        return None
     return ValueError(f"{source}: cannot be read as Parquet ({type(exc).__name__}: {_first_line(message)})")
