@@ -71,7 +71,8 @@ class SANSA:
         """Bring weights a fit left on the cluster into this process (a no-op when they are here).
 
         Call it (or :meth:`save`) before closing the client when the weights are larger than
-        ``dask_rec.model.fetch-bytes``. Returns ``self``.
+        ``dask_rec.model.fetch-bytes``. The cluster's copy stays referenced while the client is
+        open, so :meth:`recommend_users` on that client does not send the weights back. Returns ``self``.
         """
         if self._weights[0] is None and self._weights_handle is not None:
             client = self._require_client()
@@ -80,8 +81,6 @@ class SANSA:
             except Exception as exc:  # the cluster went away under an open client
                 raise RuntimeError(f"the weights could not be fetched from the cluster ({type(exc).__name__}: "
                                    f"{exc}); {self._keep_advice()}") from None
-            self._weights_handle = None
-            self._client = None
         return self
 
     def _keep_advice(self) -> str:
@@ -245,10 +244,9 @@ class SANSA:
         from .recommend import recommend_users
 
         kwargs.setdefault("item_vocabulary", self.item_vocabulary)
-        if self._weights[0] is None and self._weights_handle is not None:
-            weights = self._weights_handle
-            if client is None:
-                client = self._require_client()
+        open_client = self._client is not None and getattr(self._client, "status", "running") not in ("closing", "closed")
+        if self._weights_handle is not None and open_client and client in (None, self._client):
+            weights, client = self._weights_handle, self._client  # the copy already on the cluster
         else:
             weights = self._require_weights()
         return recommend_users(weights, histories, k=k, exclude_seen=exclude_seen, output=output, client=client, **kwargs)
