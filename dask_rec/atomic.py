@@ -121,6 +121,7 @@ def check_target(path, overwrite: bool, marker: str | None = None, *, kind: str 
     """Raise ``FileExistsError`` when ``path`` exists and may not be replaced by a ``kind`` directory."""
     path = Path(path)
     kind = _kind_of(kind, marker)
+    _check_parent(path)
     if not path.exists() and not path.is_symlink():
         return
     if not overwrite:
@@ -209,12 +210,17 @@ def sweep_stale(path) -> list[Path]:
 # --------------------------------------------------------------------------------------------
 
 
-def _prepare_parent(path: Path) -> None:
+def _check_parent(path: Path) -> None:
+    """Raise a one-line ``ValueError`` when an existing ancestor of ``path`` is not a directory."""
     for ancestor in (path.parent, *path.parent.parents):
         if ancestor.exists():
             if not ancestor.is_dir():
                 raise ValueError(f"cannot create {path}: {ancestor} is a file, not a directory")
-            break
+            return
+
+
+def _prepare_parent(path: Path) -> None:
+    _check_parent(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -74,9 +74,8 @@ def test_cli_error_is_one_line_without_warnings(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
-def test_target_under_a_regular_file(tmp_path, local_client):
-    path = _csv(tmp_path / "log.csv", 20)
+def test_target_under_a_regular_file_refused_before_reading(tmp_path, local_client):
     (tmp_path / "regfile").write_text("x")
-    with pytest.raises(ValueError) as info:
-        ingest(path, tmp_path / "regfile" / "sub", client=local_client)
+    with pytest.raises(ValueError) as info:  # the source does not even exist: the target is checked first
+        ingest(tmp_path / "absent.csv", tmp_path / "regfile" / "sub", client=local_client)
     _one_line(info, f"cannot create {tmp_path / 'regfile' / 'sub'}: {tmp_path / 'regfile'} is a file, not a directory")
