@@ -222,11 +222,30 @@ def _corrupt(file: Path, how: str, where: float, value: int) -> None:
         file.write_bytes(bytes(data))
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(kind=st.sampled_from(("meta", "chunk", "items")), which=st.integers(0, 10**6),
-       how=st.sampled_from(_CORRUPTIONS), where=st.floats(0, 1), value=st.integers(0, 255))
-def test_random_corruption_never_crashes_nor_serves_silently(saved, tmp_path_factory, kind, which, how, where, value):
-    src, (ids, scores) = saved
+@pytest.fixture(scope="module")
+def saved_kinds(saved, tmp_path_factory):
+    """SANSA (from ``saved``), ItemKNN and PopRec saved with item IDs, and their reference top-10."""
+    from dask_rec.models.itemknn import ItemKNN
+    from dask_rec.models.popularity import PopRec
+
+    root = tmp_path_factory.mktemp("kinds")
+    out = {"sansa": saved}
+    store = write_store(root / "s.zarr", X, item_vocabulary=ITEM_IDS, rows_per_block=50)
+    for name, cls in (("itemknn", ItemKNN), ("pop", PopRec)):
+        model = cls().fit(store.to_scipy())
+        model.item_vocabulary = store.item_vocabulary
+        model.save(root / f"{name}.zarr")
+        out[name] = (root / f"{name}.zarr", model.recommend(X, 10))
+    return out
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(name=st.sampled_from(("sansa", "itemknn", "pop")), kind=st.sampled_from(("meta", "chunk", "items")),
+       which=st.integers(0, 10**6), how=st.sampled_from(_CORRUPTIONS), where=st.floats(0, 1),
+       value=st.integers(0, 255))
+def test_random_corruption_never_crashes_nor_serves_silently(saved_kinds, tmp_path_factory, name, kind, which, how,
+                                                             where, value):
+    src, (ids, scores) = saved_kinds[name]
     path = _copy(src, tmp_path_factory.mktemp("c") / "m.zarr")
     files = _files(path, kind)
     _corrupt(files[which % len(files)], how, where, value)

@@ -118,5 +118,7 @@ def load_model_directory(path):
     for entry in MODELS.values():
         if entry.kind == kind:
             return entry.load_class().load(path)
-    raise ValueError(f"{str(path)!r} is not a dask_rec model directory (kind={kind!r}); "
+    from dask_rec.exceptions import ModelFileError
+
+    raise ModelFileError(f"{str(path)!r} is not a dask_rec model directory (kind={kind!r}); "
                      f"known kinds: {', '.join(e.kind for e in MODELS.values())}")
