@@ -121,4 +121,4 @@ def load_model_directory(path):
     from dask_rec.exceptions import ModelFileError
 
     raise ModelFileError(f"{str(path)!r} is not a dask_rec model directory (kind={kind!r}); "
-                     f"known kinds: {', '.join(e.kind for e in MODELS.values())}")
+                         f"known kinds: {', '.join(e.kind for e in MODELS.values())}")
