@@ -140,7 +140,8 @@ def test_cli_summary_is_truthful(served, tmp_path, capsys):
                  "--workers", "1"]) == 0
     frame = pd.read_parquet(out)
     assert sorted(frame["user_id"].unique()) == [501, 502] and len(frame) == 10
-    assert "wrote 10 recommendations (up to 5 items each) for 2 users" in capsys.readouterr().out
+    line = capsys.readouterr().out
+    assert "recommended 5 items for 2 users in" in line and ": 10 rows; written to" in line
 
     users.write_text("1\n2\n")  # only unknown users
     out = tmp_path / "none"
@@ -156,7 +157,7 @@ def test_cli_summary_is_truthful(served, tmp_path, capsys):
                  "--workers", "1"]) == 0
     line = capsys.readouterr().out.strip()
     frame = pd.read_parquet(out)
-    assert f"wrote {len(frame)} recommendations (up to 30 items each) for 120 users" in line
+    assert "recommended 30 items for 120 users in" in line and f": {len(frame)} rows (" in line
     assert "-k 100000 exceeds the model's 30 items: at most 30 per user" in line
     assert frame.groupby("user_id").size().max() <= 30
 

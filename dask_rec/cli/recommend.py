@@ -75,8 +75,8 @@ def _summary(args, store, users, n_items: int, seconds: float) -> str:
     if served == 0:
         return f"no recommendations: none of the {requested} requested users is in the store{note}; wrote an empty " \
                f"output to {args.output}"
-    return (f"wrote {rows} recommendations (up to {min(args.k, n_items)} items each) for {served} users in "
-            f"{seconds:.1f} s ({served / max(seconds, 1e-9):.0f} users/s){note}; written to {args.output}")
+    return (f"recommended {min(args.k, n_items)} items for {served} users in {seconds:.1f} s "
+            f"({served / max(seconds, 1e-9):.0f} users/s): {rows} rows{note}; written to {args.output}")
 
 
 def _read_users(path, store):
