@@ -2,7 +2,7 @@
 
 import numpy as np
 
-__all__ = ["DaskRecWarning", "InsufficientMemoryError", "NotPositiveDefiniteError"]
+__all__ = ["DaskRecWarning", "InsufficientMemoryError", "ModelFileError", "NotPositiveDefiniteError"]
 
 
 class DaskRecWarning(UserWarning):
@@ -19,3 +19,7 @@ class InsufficientMemoryError(MemoryError):
 
 class NotPositiveDefiniteError(np.linalg.LinAlgError):
     """The matrix to factor is not (numerically) positive definite (raise ``l2``)."""
+
+
+class ModelFileError(ValueError):
+    """A saved model (or one of its files) is missing, damaged or not ours; the message names the file."""

@@ -472,6 +472,18 @@ def _read_source(source, columns: list, fmt: str | None, storage_options: dict |
     return ddf[columns], False, text
 
 
+def _explain(exc, source, fmt, read_options, storage_options) -> None:
+    """Raise a one-line error naming the file for a failed read of a path source (see dask_rec.source_errors)."""
+    if fmt is None or not isinstance(exc, Exception):
+        return
+    from dask_rec.source_errors import explain_read_error
+
+    explained = explain_read_error(exc, os.fspath(source), fmt, sep=(read_options or {}).get("sep"),
+                                   storage_options=storage_options)
+    if explained is not None:
+        raise explained from None
+
+
 def _arrow_to_pandas(table) -> pd.DataFrame:
     return table.to_pandas()
 
@@ -586,8 +598,12 @@ def ingest(source, store, user_col: str = "user_id", item_col: str = "item_id", 
     read_value = value_col if not binarize else None
     read_ts = timestamp_col if (not binarize and duplicates == "last") else None
     columns = list(dict.fromkeys(c for c in (user_col, item_col, read_value, read_ts) if c is not None))
-    ddf, in_memory, described = _read_source(source, columns, format, storage_options, read_options)
     fmt = _detect_format(os.fspath(source), format) if isinstance(source, (str, os.PathLike)) else None
+    try:
+        ddf, in_memory, described = _read_source(source, columns, format, storage_options, read_options)
+    except Exception as exc:
+        _explain(exc, source, fmt, read_options, storage_options)
+        raise
     spec = _Spec(user_col, item_col, read_value, read_ts, on_invalid, duplicates, text_ids=(fmt == "csv"))
     options = {
         "source": described, "user_col": user_col, "item_col": item_col, "value_col": value_col,
@@ -600,8 +616,9 @@ def ingest(source, store, user_col: str = "user_id", item_col: str = "item_id", 
             runner = _Run(c, tmp)
             try:
                 summary = runner.run(ddf, in_memory, spec, options, rows_per_block, block_nnz)
-            except BaseException:
+            except BaseException as exc:
                 runner.abandon()
+                _explain(exc, source, fmt, read_options, storage_options)
                 raise
     result = _store.open_store(path)
     logger.info("ingested %s: %d users, %d items, %d entries in %d blocks in %.1f s", described,

@@ -34,9 +34,12 @@ class SANSA:
     Attributes
     ----------
     weights : tuple of (csr_matrix, csr_matrix)
-        ``(W1, W2)``; ``(None, None)`` before ``fit``/``load_weights``. After a fit on a cluster
-        the weights stay on the cluster until first accessed here (or saved by the workers with
-        :meth:`save`).
+        ``(W1, W2)``; ``(None, None)`` before ``fit``/``load_weights``. After a fit on a given
+        cluster the weights are brought into this process at the end of the fit when they take
+        at most ``dask_rec.model.fetch-bytes`` bytes (default 512 MiB), so the model outlives its
+        client; larger weights stay on the cluster until :meth:`fetch` (or first access here),
+        and :meth:`save` has the workers write them. Once that client is closed, using weights
+        left on the cluster is a one-line error saying what to call before closing it.
     item_vocabulary : Vocabulary or None
         Original item IDs, when trained from a store.
     fit_report_ : dict
@@ -61,8 +64,38 @@ class SANSA:
     @property
     def weights(self):
         if self._weights[0] is None and self._weights_handle is not None:
-            self._weights = tuple(self._client.gather(self._weights_handle))
+            self.fetch()
         return self._weights
+
+    def fetch(self) -> "SANSA":
+        """Bring weights a fit left on the cluster into this process (a no-op when they are here).
+
+        Call it (or :meth:`save`) before closing the client when the weights are larger than
+        ``dask_rec.model.fetch-bytes``. The cluster's copy stays referenced while the client is
+        open, so :meth:`recommend_users` on that client does not send the weights back. Returns ``self``.
+        """
+        if self._weights[0] is None and self._weights_handle is not None:
+            client = self._require_client()
+            try:
+                self._weights = tuple(client.gather(self._weights_handle))
+            except Exception as exc:  # the cluster went away under an open client
+                raise RuntimeError(f"the weights could not be fetched from the cluster ({type(exc).__name__}: "
+                                   f"{exc}); {self._keep_advice()}") from None
+        return self
+
+    def _keep_advice(self) -> str:
+        return ("call model.fetch() or model.save(path) before closing the client, or raise "
+                "dask_rec.model.fetch-bytes to bring the weights home at the end of fit")
+
+    def _require_client(self):
+        """The open client holding this model's weights; a one-line error once it is closed."""
+        client = self._client
+        if client is None or getattr(client, "status", "running") in ("closing", "closed"):
+            size = self.fit_report_.get("weights_bytes")
+            size = f" ({size / 2**20:,.0f} MiB)" if isinstance(size, (int, float)) else ""
+            raise RuntimeError(f"this SANSA's weights{size} stayed on the cluster and its client is closed: "
+                               f"{self._keep_advice()}")
+        return client
 
     @weights.setter
     def weights(self, value) -> None:
@@ -137,7 +170,20 @@ class SANSA:
                 self._set_fit_result(result, weights=tuple(c.gather(result.weights)), client=None, source=source)
             else:
                 self._set_fit_result(result, weights=None, client=c, source=source)
+                self._fetch_if_small(c)
         return self
+
+    def _fetch_if_small(self, client) -> None:
+        """Gather the weights now when they take at most ``dask_rec.model.fetch-bytes`` (the model then
+        outlives its client); else leave them on the cluster, their size in ``fit_report_``."""
+        size = int(client.submit(_weights_nbytes, self._weights_handle, pure=False).result())
+        self.fit_report_["weights_bytes"] = size
+        limit = int(settings.get("model.fetch-bytes"))
+        if size <= limit:
+            self.fetch()
+        else:
+            logger.info("the weights (%.0f MiB) stay on the cluster (dask_rec.model.fetch-bytes is %.0f MiB): "
+                        "call fetch() or save() before closing the client", size / 2**20, limit / 2**20)
 
     def _set_fit_result(self, result, *, weights, client, source) -> None:
         self.fit_report_ = result.report
@@ -198,9 +244,11 @@ class SANSA:
         from .recommend import recommend_users
 
         kwargs.setdefault("item_vocabulary", self.item_vocabulary)
-        weights = self._weights_handle if (self._weights[0] is None and self._weights_handle is not None) else self._require_weights()
-        if client is None and self._client is not None and self._weights[0] is None:
-            client = self._client
+        open_client = self._client is not None and getattr(self._client, "status", "running") not in ("closing", "closed")
+        if self._weights_handle is not None and open_client and client in (None, self._client):
+            weights, client = self._weights_handle, self._client  # the copy already on the cluster
+        else:
+            weights = self._require_weights()
         return recommend_users(weights, histories, k=k, exclude_seen=exclude_seen, output=output, client=client, **kwargs)
 
     def similar_items(self, items, k: int = 10):
@@ -247,9 +295,17 @@ def _check_weight(w, name: str) -> sp.csr_matrix:
     if not sp.issparse(w):
         raise TypeError(f"{name} must be a scipy sparse matrix; got {type(w).__name__}")
     w = sp.csr_matrix(w, dtype=np.float32)
+    try:  # index ranges and monotone indptr: the scoring kernels trust them
+        w.check_format(full_check=True)
+    except ValueError as exc:
+        raise ValueError(f"{name} is not a valid CSR matrix: {exc}") from None
     if not np.all(np.isfinite(w.data)):
         raise ValueError(f"{name} has NaN or infinite values")
     return w
+
+
+def _weights_nbytes(weights) -> int:
+    return int(sum(w.data.nbytes + w.indices.nbytes + w.indptr.nbytes for w in weights))
 
 
 def _users_per_block(n_items: int) -> int:

@@ -280,6 +280,28 @@ def _codes(ids, vocab, n: int, what: str) -> np.ndarray:
     return np.where((codes >= 0) & (codes < n), codes, -1)
 
 
+def unique_users(users) -> np.ndarray:
+    """``users`` with repeats dropped (first occurrence kept, order kept); a ``DaskRecWarning`` says how many.
+
+    Each user is recommended once: a repeated ID would otherwise get a second set of ranks 1..k.
+    """
+    users = np.asarray(users)
+    if users.ndim != 1:
+        raise ValueError(f"users must be a 1-D list of IDs; got shape {users.shape}")
+    unique = pd.unique(pd.Series(users, dtype=object if users.dtype == object else None)).astype(users.dtype)
+    if unique.shape[0] < users.shape[0]:
+        import warnings
+
+        from dask_rec.exceptions import DaskRecWarning
+
+        counts = pd.Series(users).value_counts()
+        repeated = counts[counts > 1].index[:5].tolist()
+        warnings.warn(f"users lists {len(counts[counts > 1])} ID(s) more than once (e.g. {repeated}); "
+                      "each user is recommended once", DaskRecWarning, stacklevel=3)
+    return unique
+    return unique
+
+
 def _unknown_error(ids, codes, what: str):
     from dask_rec.vocabulary import UnknownIDError  # a KeyError
 
@@ -397,9 +419,7 @@ def _plan_frame(frame, users, item_vocab, unknown, n_items, users_per_block, use
         out_users = np.asarray(uniq)
         rows = user_codes
     else:
-        out_users = np.asarray(users)
-        if pd.Index(out_users).has_duplicates:
-            raise ValueError("users contains duplicates")
+        out_users = np.asarray(users)  # unique: recommend_users dropped repeats
         row_of = pd.Index(out_users).get_indexer(uniq)  # frame's user -> output row, or -1
         rows = np.where(user_codes >= 0, row_of[np.maximum(user_codes, 0)], -1)
     keep = (items >= 0) & (rows >= 0)
@@ -459,10 +479,14 @@ def recommend_users(weights, histories, k: int = 10, exclude_seen: bool = True, 
         that the workers share.
     users : array-like, optional
         Recommend for these users only (original IDs when a user vocabulary is known, else row
-        indices; for a frame, its user IDs). Default: every user of ``histories``.
+        indices; for a frame, its user IDs). Default: every user of ``histories``. A repeated ID
+        is recommended once (its first occurrence; a ``DaskRecWarning`` says how many repeats
+        were dropped).
     user_vocabulary, item_vocabulary : Vocabulary or array of IDs, optional
         Map between original IDs and indices (default: the store's). Without them the output
-        holds indices.
+        holds indices. ``item_vocabulary`` is the model's (models pass their own): with a store
+        whose item IDs differ, the store's columns are mapped onto the model's by ID (see
+        :mod:`dask_rec.item_alignment`), and a store sharing no item ID with the model is refused.
     unknown : {"error", "drop", "popular"}, default "error"
         Unknown item IDs in a frame, or unknown users in ``users``: raise ``KeyError``
         (``"error"``), or leave them out (``"drop"`` and ``"popular"``). With ``"popular"``
@@ -494,6 +518,8 @@ def recommend_users(weights, histories, k: int = 10, exclude_seen: bool = True, 
     """
     if unknown not in _UNKNOWN_POLICIES:
         raise ValueError(f"unknown must be one of {_UNKNOWN_POLICIES}; got {unknown!r}")
+    if users is not None:
+        users = unique_users(users)
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise ValueError(f"k must be an integer >= 1; got {k!r}")
     k = int(k)
@@ -505,7 +531,13 @@ def recommend_users(weights, histories, k: int = 10, exclude_seen: bool = True, 
     store = histories if is_store(histories) else None
     if store is not None:
         user_vocabulary = user_vocabulary if user_vocabulary is not None else store.user_vocabulary
-        item_vocabulary = item_vocabulary if item_vocabulary is not None else store.item_vocabulary
+        if item_vocabulary is not None:  # the model's items: the store's columns are mapped onto them by ID
+            from dask_rec.item_alignment import align_store
+
+            model_ids = _as_vocabulary(item_vocabulary).ids
+            histories = store = align_store(store, model_ids, len(model_ids) if n_items is None else n_items)
+        else:
+            item_vocabulary = store.item_vocabulary
         if item_counts is None and unknown == "popular":
             item_counts = store.item_counts
     user_vocab = _as_vocabulary(user_vocabulary)

@@ -24,20 +24,19 @@ Root attributes: ``format_version``, ``n_users``, ``n_items``, ``nnz``, ``n_bloc
 ``ingest`` (the options of the ingest that wrote the store), ``dropped`` (input rows or entries
 dropped, by reason) and ``source_rows``.
 
-Stores are written atomically: into a sibling directory ``.{name}.tmp-{uuid}`` that is renamed
-into place when complete. An existing store is replaced only with ``overwrite=True``, and only
-after the new one is complete (the old one is moved aside, the new one renamed in, the old one
-deleted), so a failed write never loses data and leaves no temporary directory behind.
+Stores are written atomically (:func:`dask_rec.atomic.atomic_directory`): into a sibling
+directory ``.{name}.tmp-{pid}-{host}-{id}`` that is renamed into place when complete. An existing
+store is replaced only with ``overwrite=True``, only by a store (never a model or other files),
+and only after the new one is complete (the old one is moved aside, the new one renamed in, the
+old one deleted), so a failed write never loses data; the temporaries of a killed run are removed
+by the next write to the same target.
 """
 
 from __future__ import annotations
 
-import contextlib
 import glob
 import json
 import os
-import shutil
-import uuid
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -265,9 +264,11 @@ def _read_root_attrs(path: Path) -> dict:
         raise FileNotFoundError(f"no interaction store at {path}")
     if not meta.exists():
         raise ValueError(f"{path} is not an interaction store (no zarr.json)")
-    with open(meta) as fh:
-        doc = json.load(fh)
-    attrs = doc.get("attributes") or {}
+    try:
+        doc = json.loads(meta.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{meta}: not a readable Zarr metadata file ({type(exc).__name__}: {exc})") from None
+    attrs = (doc.get("attributes") if isinstance(doc, dict) else None) or {}
     version = attrs.get("format_version")
     if attrs.get("kind") != "dask_rec.interactions" or version is None:
         raise ValueError(f"{path} is a Zarr group but not a dask_rec interaction store")
@@ -454,71 +455,10 @@ def block_bounds_for(row_nnz: np.ndarray, *, rows_per_block: int | None = None,
 
 
 # --------------------------------------------------------------------------------------------
-# atomic directories
+# atomic directories (see dask_rec.atomic; re-exported here for the writers that import them from here)
 # --------------------------------------------------------------------------------------------
 
-def _is_replaceable(path: Path, marker: str) -> bool:
-    if path.is_dir() and not any(path.iterdir()):
-        return True
-    if marker == "store":
-        try:
-            _read_root_attrs(path)
-            return True
-        except (ValueError, OSError, json.JSONDecodeError):
-            return False
-    return (path / marker).exists()
-
-
-def check_target(path: Path, overwrite: bool, marker: str = "store") -> None:
-    """Raise ``FileExistsError`` when ``path`` exists and may not be replaced."""
-    if not path.exists():
-        return
-    if not overwrite:
-        raise FileExistsError(f"{path} already exists; pass overwrite=True (--overwrite) to replace it")
-    if not _is_replaceable(path, marker):
-        what = "an interaction store" if marker == "store" else "a directory this tool wrote"
-        raise FileExistsError(f"{path} exists and is not {what}; refusing to overwrite it")
-
-
-@contextlib.contextmanager
-def atomic_directory(path, overwrite: bool = False, marker: str = "store"):
-    """Yield a fresh sibling temporary directory that replaces ``path`` when the block succeeds.
-
-    On any error the temporary directory is deleted and ``path`` is left as it was. With
-    ``overwrite=True`` an existing ``path`` is moved aside, the new directory renamed in, and the
-    old one deleted last.
-    """
-    path = _local_path(path)
-    check_target(path, overwrite, marker)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:12]}"
-    tmp.mkdir()
-    try:
-        yield tmp
-        _commit(tmp, path, overwrite, marker)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def _commit(tmp: Path, path: Path, overwrite: bool, marker: str) -> None:
-    if path.exists():
-        check_target(path, overwrite, marker)
-        old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:12]}"
-        os.rename(path, old)
-        try:
-            os.rename(tmp, path)
-        except BaseException:
-            os.rename(old, path)
-            raise
-        shutil.rmtree(old, ignore_errors=True)
-        return
-    try:
-        os.rename(tmp, path)
-    except OSError as exc:
-        if path.exists():
-            raise FileExistsError(f"{path} appeared while it was being written; pass overwrite=True to replace it") from exc
-        raise
+from dask_rec.atomic import atomic_directory, check_target  # noqa: E402
 
 
 # --------------------------------------------------------------------------------------------

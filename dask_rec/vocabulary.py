@@ -408,7 +408,8 @@ class Vocabulary:
         path = Path(path)
         table = pa.table({"id": self.to_arrow()})
         table = table.replace_schema_metadata(
-            {_META_KEY: json.dumps({"kind": self._kind, "format_version": _FORMAT_VERSION}).encode()})
+            {_META_KEY: json.dumps({"kind": self._kind, "format_version": _FORMAT_VERSION,
+                                    "crc32": _ids_crc32(self._ids, self._kind)}).encode()})
         tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex}"
         try:
             pq.write_table(table, tmp)
@@ -439,7 +440,10 @@ class Vocabulary:
         meta = json.loads((table.schema.metadata or {}).get(_META_KEY, b"{}"))
         column = table.column("id")
         kind = meta.get("kind") or ("str" if str(column.type) in ("string", "large_string") else "int")
-        return cls._checked(column.to_numpy(zero_copy_only=False), kind, str(path))
+        vocab = cls._checked(column.to_numpy(zero_copy_only=False), kind, str(path))
+        if "crc32" in meta and meta["crc32"] != _ids_crc32(vocab._ids, vocab._kind):
+            raise ValueError(f"{path}: checksum mismatch; the file is damaged")
+        return vocab
 
     @classmethod
     def _checked(cls, ids, kind: str, where: str) -> "Vocabulary":
@@ -458,3 +462,12 @@ class Vocabulary:
             if not ok:
                 raise ValueError(f"IDs stored in {where} are not sorted and unique")
         return vocab
+
+
+def _ids_crc32(ids, kind: str) -> int:
+    """CRC-32 of the IDs (int64 bytes, or the UTF-8 strings joined by NUL bytes)."""
+    import zlib
+
+    if kind == "int":
+        return zlib.crc32(np.ascontiguousarray(ids, dtype=np.int64).view(np.uint8)) & 0xFFFFFFFF
+    return zlib.crc32("\0".join(map(str, ids)).encode("utf-8", "surrogatepass")) & 0xFFFFFFFF

@@ -89,8 +89,9 @@ def test_task_placement_and_client_traffic(yelp):
             return result
 
         client.gather = spy
-        with distributed.get_task_stream(client) as ts, dask.config.set({"dask_rec.blocks.target-nnz": 40_000}):
-            model = SANSA(CONFIG).fit(X, client=client, progress=False)
+        with distributed.get_task_stream(client) as ts, dask.config.set({"dask_rec.blocks.target-nnz": 40_000,
+                                                                         "dask_rec.model.fetch-bytes": 0}):
+            model = SANSA(CONFIG).fit(X, client=client, progress=False)  # fetch-bytes 0: weights stay there
         client.gather = original
         names = {w["id"]: addr for addr, w in client.scheduler_info()["workers"].items()}
         big = names["big"]

@@ -46,11 +46,23 @@ def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--scheduler", metavar="ADDRESS", default=None,
                        help="address of a running Dask scheduler (tcp://host:8786); "
                        "default: start a LocalCluster on this machine")
-    group.add_argument("--workers", type=int, default=None, metavar="N",
-                       help="workers of the LocalCluster started when no --scheduler is given (default: one per core)")
+    group.add_argument("--workers", type=_workers, default=None, metavar="N",
+                       help="workers of the LocalCluster started when no --scheduler is given (default: one per "
+                       "core; at most 4 per core)")
     group.add_argument("--tls-ca-file", default=None, help="CA certificate for a TLS scheduler")
     group.add_argument("--tls-cert", default=None, help="client certificate for a TLS scheduler")
     group.add_argument("--tls-key", default=None, help="client private key for a TLS scheduler")
+
+
+def _workers(text: str) -> int:
+    """``--workers``: an integer >= 1 (the upper bound is checked against the machine when a cluster starts)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1; got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1; got {value}")
+    return value
 
 
 def cluster_from_args(args):
@@ -68,7 +80,13 @@ def cluster_from_args(args):
 
         security = Security(tls_ca_file=args.tls_ca_file, tls_client_cert=args.tls_cert,
                             tls_client_key=args.tls_key, require_encryption=True)
-    return client_context(scheduler=args.scheduler, n_workers=args.workers, security=security)
+    if args.scheduler is None:
+        from dask_rec.cluster import check_workers
+
+        check_workers(args.workers)  # before any work, not when the cluster starts
+    # a failed task is reported once, as our one-line error: the workers' own error logs only with -v
+    quiet = logging.CRITICAL if getattr(args, "verbose", 0) == 0 else logging.WARNING
+    return client_context(scheduler=args.scheduler, n_workers=args.workers, security=security, silence_logs=quiet)
 
 
 def main(argv=None) -> int:

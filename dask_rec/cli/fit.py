@@ -35,10 +35,11 @@ def run(args) -> int:
     from dask_rec.models.registry import get
     from dask_rec.store import open_store
 
+    from dask_rec.atomic import check_target
+
     entry = get(args.model_name)
     model = entry.build(args)
-    if Path(args.model).exists() and not args.overwrite:
-        raise FileExistsError(f"model {args.model!r} already exists; pass --overwrite to replace it")
+    check_target(Path(args.model).absolute(), args.overwrite, kind="model")  # before the fit, not after
     store = open_store(args.store)
     t0 = time.perf_counter()
     with cluster_from_args(args) as client:

@@ -30,16 +30,16 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
     from pathlib import Path
 
+    from dask_rec.atomic import check_target
+    from dask_rec.item_alignment import align_store
     from dask_rec.models.registry import load_model_directory
     from dask_rec.store import open_store
 
-    if Path(args.output).exists() and not args.overwrite:
-        raise FileExistsError(f"output {args.output!r} already exists; pass --overwrite to replace it")
+    check_target(Path(args.output).absolute(), args.overwrite, kind="recommendations")
     model = load_model_directory(args.model)  # any saved kind (root attr "kind")
     store = open_store(args.store)
-    if model.n_items != store.shape[1]:
-        raise ValueError(f"the model has {model.n_items} items but the store has {store.shape[1]}: "
-                         "recommend with the store the model was trained on")
+    vocabulary = model.item_vocabulary
+    align_store(store, None if vocabulary is None else vocabulary.ids, model.n_items, log=False)  # before a cluster
     users = None
     if args.users:
         users = _read_users(args.users, store)
@@ -47,11 +47,36 @@ def run(args) -> int:
     with cluster_from_args(args) as client:
         model.recommend_users(store, k=args.k, exclude_seen=not args.include_seen, output=args.output,
                               users=users, unknown=args.unknown, client=client, overwrite=args.overwrite)
-    n = len(users) if users is not None else store.shape[0]
     seconds = time.perf_counter() - t0
-    print(f"recommended {args.k} items for {n} users in {seconds:.1f} s ({n / max(seconds, 1e-9):.0f} users/s); "
-          f"written to {args.output}")
+    print(_summary(args, store, users, model.n_items, seconds))
     return 0
+
+
+def _summary(args, store, users, n_items: int, seconds: float) -> str:
+    """What was written, truthfully: users served (and dropped), rows, and ``-k`` against the catalog."""
+    import glob
+    import os
+
+    import pyarrow.parquet as pq
+
+    rows = sum(pq.ParquetFile(f).metadata.num_rows for f in glob.glob(os.path.join(args.output, "part-*.parquet")))
+    requested = store.shape[0] if users is None else len(users)
+    unknown = 0 if users is None else int((store.user_vocabulary.index(users, unknown="missing") < 0).sum())
+    served = requested - unknown if args.unknown == "drop" else requested
+    notes = []
+    if unknown:
+        notes.append(f"{unknown} unknown user(s) " + ("dropped" if args.unknown == "drop" else "given popular items"))
+    if args.k > n_items:
+        notes.append(f"-k {args.k} exceeds the model's {n_items} items: at most {n_items} per user")
+    if served and rows < served * min(args.k, n_items):
+        notes.append(f"{served * min(args.k, n_items) - rows} fewer rows than {min(args.k, n_items)} per user "
+                     "(users with fewer candidates, their own items excluded)")
+    note = f" ({'; '.join(notes)})" if notes else ""
+    if served == 0:
+        return f"no recommendations: none of the {requested} requested users is in the store{note}; wrote an empty " \
+               f"output to {args.output}"
+    return (f"recommended {min(args.k, n_items)} items for {served} users in {seconds:.1f} s "
+            f"({served / max(seconds, 1e-9):.0f} users/s): {rows} rows{note}; written to {args.output}")
 
 
 def _read_users(path, store):
@@ -59,6 +84,12 @@ def _read_users(path, store):
 
     with open(path) as f:
         lines = [line.strip() for line in f if line.strip()]
+    if len(set(lines)) < len(lines):
+        import logging
+
+        logging.getLogger(__name__).warning("--users %s lists %d user(s) more than once; each is recommended once",
+                                            path, len(lines) - len(set(lines)))
+        lines = list(dict.fromkeys(lines))
     ids = store.user_vocabulary.ids
     if np.asarray(ids).dtype.kind in "iu":
         try:

@@ -329,7 +329,28 @@ def _csr(A, name: str) -> sp.csr_matrix:
     A = A.tocsr()
     if A.data.dtype.kind not in "fc":
         A = A.astype(np.float32)
+    _check_bounds(A, name)
     return A
+
+
+def _check_bounds(A: sp.csr_matrix, name: str) -> None:
+    """Raise ``ValueError`` unless every offset and index of ``A`` lies inside it: the kernels do not
+    check bounds. O(nnz) once per matrix object (the pass is remembered on it, keyed by its arrays),
+    O(1) after that, so a model's weights are checked once per process, a block of users per call."""
+    key = (A.indptr.ctypes.data, A.indices.ctypes.data, A.indptr.shape[0], A.indices.shape[0], A.shape)
+    if A.__dict__.get("_dask_rec_bounds") == key:
+        return
+    n_rows, n_cols = A.shape
+    ptr = A.indptr
+    if ptr.shape[0] != n_rows + 1 or ptr[0] != 0 or ptr[-1] > min(A.indices.shape[0], A.data.shape[0]):
+        raise ValueError(f"{name}: indptr of length {ptr.shape[0]} from {ptr[0] if ptr.size else None} to "
+                         f"{ptr[-1] if ptr.size else None} does not fit a {A.shape} matrix with {A.indices.shape[0]} entries")
+    if n_rows and np.any(ptr[1:] < ptr[:-1]):
+        raise ValueError(f"{name}: indptr decreases; not a valid CSR matrix")
+    used = A.indices[: ptr[-1]]
+    if used.size and (used.min() < 0 or used.max() >= n_cols):
+        raise ValueError(f"{name}: column indices {used.min()}..{used.max()} outside [0, {n_cols})")
+    A.__dict__["_dask_rec_bounds"] = key
 
 
 def _check_k(k) -> int:
@@ -591,6 +612,8 @@ def popularity_topk_block(X_block, item_counts, k: int, exclude_seen: bool = Tru
     if order is None:
         order = popularity_order(item_counts)
     order_ids, order_counts = order
+    if order_ids.size and (order_ids.min() < 0 or order_ids.max() >= n_items or order_counts.shape != order_ids.shape):
+        raise ValueError(f"the popularity order does not fit {n_items} items")
     ex_ptr, ex_ind, use_ex = _exclude_arrays(X if exclude_seen else None, X.shape)
     ids, top = _padded(X.shape[0], k)
     if k and X.shape[0]:

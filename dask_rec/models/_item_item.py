@@ -131,7 +131,7 @@ class ItemItemModel(Recommender):
         import zarr
 
         from dask_rec import __version__
-        from dask_rec.persistence import write_csr_group
+        from dask_rec.persistence import item_vocabulary_attrs, write_csr_group
         from dask_rec.store import atomic_directory
 
         if self.similarity_ is None:
@@ -140,7 +140,8 @@ class ItemItemModel(Recommender):
             root = zarr.open_group(str(tmp), mode="w", zarr_format=3)
             root.attrs.update({"format_version": 1, "kind": self.kind, "dask_rec_version": __version__,
                                "config": asdict(self.config), "n_items": self.n_items,
-                               "fit_report": json.loads(json.dumps(self.fit_report_, default=str))})
+                               "fit_report": json.loads(json.dumps(self.fit_report_, default=str)),
+                               **item_vocabulary_attrs(self)})
             write_csr_group(root, "S", self.similarity_)
             if self.item_vocabulary is not None:
                 self.item_vocabulary.save(tmp / "items.parquet")
@@ -148,24 +149,16 @@ class ItemItemModel(Recommender):
 
     @classmethod
     def load(cls, path):
-        """Load a model written by :meth:`save` (no pickle involved)."""
-        from pathlib import Path
+        """Load a model written by :meth:`save`, checked (see :mod:`dask_rec.persistence`); no pickle."""
+        from dask_rec.persistence import (config_error, open_member, open_model_root, read_csr_group,
+                                          read_item_vocabulary)
 
-        import zarr
-
-        from dask_rec.persistence import read_csr_group
-
-        if not Path(path).exists():
-            raise FileNotFoundError(f"no model at {str(path)!r}")
-        root = zarr.open_group(str(path), mode="r")
-        attrs = dict(root.attrs)
-        if attrs.get("kind") != cls.kind:
-            raise ValueError(f"{str(path)!r} holds a {attrs.get('kind')!r} model, not {cls.kind!r}")
-        model = cls(cls.config_class(**attrs["config"]))
-        model.similarity_ = read_csr_group(root["S"]).astype(np.float32)
+        root, attrs = open_model_root(path, cls.kind)
+        try:
+            model = cls(cls.config_class(**attrs["config"]))
+        except Exception as exc:
+            raise config_error(path, exc) from None
+        model.similarity_ = read_csr_group(open_member(root, "S")).astype(np.float32)
         model.fit_report_ = attrs.get("fit_report", {})
-        if (Path(path) / "items.parquet").exists():
-            from dask_rec.vocabulary import Vocabulary
-
-            model.item_vocabulary = Vocabulary.load(Path(path) / "items.parquet")
+        model.item_vocabulary = read_item_vocabulary(path, model.n_items, attrs)
         return model

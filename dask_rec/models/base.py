@@ -76,6 +76,14 @@ class Recommender:
         raise NotImplementedError(f"{cls.__name__} cannot be loaded")
 
     # ---------------------------------------------------------------- written once
+    def fetch(self) -> "Recommender":
+        """Bring state a fit left on a cluster into this process; returns ``self``.
+
+        A no-op here (these models hold their state in this process after ``fit``); a model that
+        keeps large state on the cluster overrides it, so that it outlives its client.
+        """
+        return self
+
     def scorer(self):
         """The picklable object whose ``topk_block`` the block tasks call (default: ``self``)."""
         return self

@@ -104,9 +104,19 @@ class PopRec(Recommender):
     @classmethod
     def load(cls, path) -> "PopRec":
         """Load a model written by :meth:`save` (no pickle involved)."""
+        from dask_rec.persistence import config_error
+
         attrs, arrays, vocabulary = load_arrays(path, cls.kind)
-        model = cls(cls.config_class(**attrs["config"]))
-        model._set_counts(arrays["item_counts"])
+        try:
+            model = cls(cls.config_class(**attrs["config"]))
+        except Exception as exc:
+            raise config_error(path, exc) from None
+        counts = arrays["item_counts"]
+        if counts.ndim != 1 or counts.dtype.kind not in "iuf" or (counts.size and not (counts >= 0).all()):
+            from dask_rec.exceptions import ModelFileError
+
+            raise ModelFileError(f"{path}/item_counts: expected non-negative counts; got {counts.dtype} {counts.shape}")
+        model._set_counts(counts)
         model.item_vocabulary = vocabulary
         model.fit_report_ = attrs.get("fit_report", {})
         return model
@@ -272,6 +282,7 @@ def save_arrays(model, path, arrays: dict, *, overwrite: bool = False) -> str:
     import zarr
 
     from dask_rec import __version__
+    from dask_rec.persistence import item_vocabulary_attrs, write_array
     from dask_rec.store import atomic_directory
 
     if any(v is None for v in arrays.values()):
@@ -282,34 +293,29 @@ def save_arrays(model, path, arrays: dict, *, overwrite: bool = False) -> str:
             "format_version": 1, "kind": model.kind, "dask_rec_version": __version__,
             "config": json.loads(json.dumps(asdict(model.config))), "n_items": int(model.n_items),
             "fit_report": json.loads(json.dumps(model.fit_report_, default=str)),
+            **item_vocabulary_attrs(model),
         })
         for name, values in arrays.items():
-            values = np.asarray(values)
-            arr = root.create_array(name, shape=values.shape, dtype=values.dtype)
-            if values.size:
-                arr[:] = values
+            write_array(root, name, np.asarray(values))
         if model.item_vocabulary is not None:
             model.item_vocabulary.save(tmp / "items.parquet")
     return str(path)
 
 
 def load_arrays(path, kind: str, names=("item_counts",)):
-    """``(root attrs, {name: array}, item vocabulary or None)`` of a directory written by :func:`save_arrays`."""
-    from pathlib import Path
+    """``(root attrs, {name: array}, item vocabulary or None)`` of a directory written by :func:`save_arrays`.
 
-    import zarr
+    Checked as :mod:`dask_rec.persistence` describes: one-line errors naming the damaged file.
+    """
+    from dask_rec.persistence import open_model_root, read_array, read_item_vocabulary
 
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"no model at {str(path)!r}")
-    root = zarr.open_group(str(path), mode="r")
-    attrs = dict(root.attrs)
-    if attrs.get("kind") != kind:
-        raise ValueError(f"{str(path)!r} holds a {attrs.get('kind')!r} model, not {kind!r}")
-    arrays = {name: root[name][:] for name in names}
-    vocabulary = None
-    if (path / "items.parquet").exists():
-        from dask_rec.vocabulary import Vocabulary
+    root, attrs = open_model_root(path, kind)
+    arrays = {name: read_array(root, name) for name in names}
+    n_items = attrs.get("n_items")
+    for name, values in arrays.items():
+        if isinstance(n_items, int) and values.ndim == 1 and values.shape[0] != n_items:
+            from dask_rec.exceptions import ModelFileError
 
-        vocabulary = Vocabulary.load(path / "items.parquet")
+            raise ModelFileError(f"{path}/{name}: {values.shape[0]} values for a model of {n_items} items")
+    vocabulary = read_item_vocabulary(path, n_items if isinstance(n_items, int) else None, attrs)
     return attrs, arrays, vocabulary

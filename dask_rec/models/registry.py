@@ -121,15 +121,13 @@ def get(name: str) -> ModelEntry:
 
 def load_model_directory(path):
     """Load any saved dask_rec model, dispatching on its root attr ``kind``."""
-    from pathlib import Path
+    from dask_rec.persistence import open_model_root
 
-    import zarr
-
-    if not Path(path).exists():
-        raise FileNotFoundError(f"no model at {str(path)!r}")
-    kind = dict(zarr.open_group(str(path), mode="r").attrs).get("kind")
+    kind = open_model_root(path)[1].get("kind")
     for entry in MODELS.values():
         if entry.kind == kind:
             return entry.load_class().load(path)
-    raise ValueError(f"{str(path)!r} is not a dask_rec model directory (kind={kind!r}); "
-                     f"known kinds: {', '.join(e.kind for e in MODELS.values())}")
+    from dask_rec.exceptions import ModelFileError
+
+    raise ModelFileError(f"{str(path)!r} is not a dask_rec model directory (kind={kind!r}); "
+                         f"known kinds: {', '.join(e.kind for e in MODELS.values())}")
