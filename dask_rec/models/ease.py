@@ -142,6 +142,12 @@ class EASE(Recommender):
     def load(cls, path) -> "EASE":
         """Load a model written by :meth:`save` (no pickle involved)."""
         attrs, arrays, vocabulary = load_arrays(path, cls.kind, names=("B",))
+        n = attrs.get("n_items")
+        if arrays["B"].ndim != 2 or arrays["B"].shape[0] != arrays["B"].shape[1] or (
+                isinstance(n, int) and arrays["B"].shape[0] != n):
+            from dask_rec.exceptions import ModelFileError
+
+            raise ModelFileError(f"{path}/B: shape {arrays['B'].shape} is not that of a model of {n} items")
         model = cls(EASEConfig(**attrs["config"]))
         model.weights_ = np.ascontiguousarray(arrays["B"])
         model.item_vocabulary = vocabulary
