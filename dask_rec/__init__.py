@@ -18,6 +18,9 @@ _EXPORTS = {
     "ExactUnitLowerTriangleInverterConfig": "dask_rec.config",
     # the model
     "SANSA": "dask_rec.model",
+    # other models
+    "ALS": "dask_rec.models.als",
+    "ALSConfig": "dask_rec.models.als",
     # data
     "ingest": "dask_rec.ingestion",
     "open_store": "dask_rec.store",

@@ -85,6 +85,8 @@ _BUILTIN = (
                "dask_rec.cli._count_model_options:add_itemknn_arguments",
                "dask_rec.cli._count_model_options:itemknn_config_from_args"),
     ModelEntry("userpop", "dask_rec.models.popularity:UserPopRec", "dask_rec.UserPopRec"),
+    ModelEntry("als", "dask_rec.models.als:ALS", "dask_rec.ALS",
+               "dask_rec.cli._als_options:add_als_arguments", "dask_rec.cli._als_options:als_config_from_args"),
 )
 
 #: name -> :class:`ModelEntry`, in registration order.

@@ -1,0 +1,335 @@
+"""Kernels of implicit-feedback ALS (NumPy/numba, no Dask): row solves, objective, init, scores.
+
+The model (Hu, Koren & Volinsky 2008): a user ``u`` and item ``i`` with stored value ``x_ui > 0``
+have preference ``p_ui = 1`` and confidence ``c_ui = 1 + alpha * x_ui``; every other pair has
+``p_ui = 0`` and ``c_ui = 1``. With user factors ``X`` (rows ``x_u``) and item factors ``Y``
+(rows ``y_i``) the objective is::
+
+    L(X, Y) = sum_ui c_ui (p_ui - x_u . y_i)^2 + lam (|X|_F^2 + |Y|_F^2)
+
+For fixed ``Y`` each user row is the least-squares solution of::
+
+    (Y^T Y + Y^T (C_u - I) Y + lam I) x_u = Y^T C_u p_u
+
+whose left side is the shared ``G = Y^T Y + lam I`` plus a rank-``n_u`` update from the user's own
+``n_u`` items only, so a row costs ``O(n_u k^2 + k^3)`` (Cholesky) or, with conjugate gradient
+(Takács, Pilászy & Tikk 2011), ``O(n_u k + k^2)`` per step, warm-started from the previous
+factors. Items are solved the same way from the item-major matrix and ``X``.
+
+All kernels are ``nogil`` and single-threaded: Dask workers run them side by side. Sums over a
+row's entries run in the order the entries are stored, so a row's result does not depend on which
+block (or worker) solves it.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import scipy.sparse as sp
+
+__all__ = ["solve_rows", "row_losses", "factor_gramian", "init_factors", "score_topk",
+           "solve_rows_naive", "objective_naive", "INIT_CHUNK"]
+
+_JIT = dict(nogil=True, cache=True)
+#: Rows per seeded chunk of the initial factors (fixed, so that the init does not depend on blocks).
+INIT_CHUNK = 4096
+_SOLVERS = ("cholesky", "cg")
+
+
+@numba.njit(**_JIT)
+def _cholesky_solve(A, b, x):
+    """Solve ``A x = b`` in place (A: SPD, lower triangle used and overwritten); False if not SPD."""
+    k = A.shape[0]
+    for j in range(k):
+        s = A[j, j]
+        for p in range(j):
+            s -= A[j, p] * A[j, p]
+        if s <= 0.0:
+            return False
+        d = np.sqrt(s)
+        A[j, j] = d
+        for i in range(j + 1, k):
+            t = A[i, j]
+            for p in range(j):
+                t -= A[i, p] * A[j, p]
+            A[i, j] = t / d
+    for i in range(k):  # L z = b
+        t = b[i]
+        for p in range(i):
+            t -= A[i, p] * x[p]
+        x[i] = t / A[i, i]
+    for i in range(k - 1, -1, -1):  # L^T x = z
+        t = x[i]
+        for p in range(i + 1, k):
+            t -= A[p, i] * x[p]
+        x[i] = t / A[i, i]
+    return True
+
+
+@numba.njit(**_JIT)
+def _apply(G, Y, ind, conf, a, m, p, out):
+    """``out = G p + sum_e (conf_e - 1) (y_e . p) y_e`` over the row's ``m`` entries ``ind[a[:m]]``."""
+    k = G.shape[0]
+    for i in range(k):
+        t = 0.0
+        for j in range(k):
+            t += G[i, j] * p[j]
+        out[i] = t
+    for e in range(m):
+        y = Y[ind[a[e]]]
+        w = conf[e] - 1.0
+        if w == 0.0:
+            continue
+        s = 0.0
+        for j in range(k):
+            s += y[j] * p[j]
+        s *= w
+        for j in range(k):
+            out[j] += s * y[j]
+
+
+@numba.njit(**_JIT)
+def _solve_kernel(indptr, indices, data, Y, G, alpha, use_cg, cg_steps, X):
+    n, k = X.shape
+    A = np.empty((k, k))
+    b = np.empty(k)
+    x = np.empty(k)
+    r = np.empty(k)
+    p = np.empty(k)
+    Ap = np.empty(k)
+    longest = 0
+    for u in range(n):
+        longest = max(longest, indptr[u + 1] - indptr[u])
+    pos = np.empty(longest, np.int64)
+    conf = np.empty(longest)
+    failed = -1
+    for u in range(n):
+        lo, hi = indptr[u], indptr[u + 1]
+        b[:] = 0.0
+        m = 0
+        for e in range(lo, hi):
+            v = data[e]
+            if v > 0:
+                pos[m] = e
+                conf[m] = 1.0 + alpha * v
+                y = Y[indices[e]]
+                for j in range(k):
+                    b[j] += conf[m] * y[j]
+                m += 1
+        if m == 0:
+            X[u, :] = 0.0
+            continue
+        if not use_cg:
+            for i in range(k):
+                for j in range(i + 1):
+                    A[i, j] = G[i, j]
+            for e in range(m):
+                y = Y[indices[pos[e]]]
+                w = conf[e] - 1.0
+                for i in range(k):
+                    wi = w * y[i]
+                    for j in range(i + 1):
+                        A[i, j] += wi * y[j]
+            if not _cholesky_solve(A, b, x):
+                failed = u
+                x[:] = 0.0
+            for j in range(k):
+                X[u, j] = x[j]
+            continue
+        for j in range(k):
+            x[j] = X[u, j]
+        _apply(G, Y, indices, conf, pos, m, x, Ap)
+        rs = 0.0
+        for j in range(k):
+            r[j] = b[j] - Ap[j]
+            p[j] = r[j]
+            rs += r[j] * r[j]
+        for _ in range(cg_steps):
+            if rs < 1e-20:
+                break
+            _apply(G, Y, indices, conf, pos, m, p, Ap)
+            pAp = 0.0
+            for j in range(k):
+                pAp += p[j] * Ap[j]
+            step = rs / pAp
+            rs_new = 0.0
+            for j in range(k):
+                x[j] += step * p[j]
+                r[j] -= step * Ap[j]
+                rs_new += r[j] * r[j]
+            beta = rs_new / rs
+            for j in range(k):
+                p[j] = r[j] + beta * p[j]
+            rs = rs_new
+        for j in range(k):
+            X[u, j] = x[j]
+    return failed
+
+
+@numba.njit(**_JIT)
+def _loss_kernel(indptr, indices, data, F, Y, GtG, alpha):
+    n, k = F.shape
+    total = 0.0
+    for u in range(n):
+        f = F[u]
+        q = 0.0
+        for i in range(k):
+            t = 0.0
+            for j in range(k):
+                t += GtG[i, j] * f[j]
+            q += f[i] * t
+        for e in range(indptr[u], indptr[u + 1]):
+            v = data[e]
+            if v <= 0:
+                continue
+            y = Y[indices[e]]
+            s = 0.0
+            for j in range(k):
+                s += f[j] * y[j]
+            c = 1.0 + alpha * v
+            q += c * (1.0 - s) * (1.0 - s) - s * s
+        total += q
+    return total
+
+
+def _csr(X, name):
+    if not sp.issparse(X):
+        raise TypeError(f"{name} must be a scipy.sparse matrix; got {type(X).__name__}")
+    return sp.csr_matrix(X)
+
+
+def solve_rows(X_block, Y, gramian, regularization: float, alpha: float, solver: str = "cholesky",
+               cg_steps: int = 3, previous=None) -> np.ndarray:
+    """Factors of the rows of ``X_block`` given the other side's factors ``Y``.
+
+    Parameters
+    ----------
+    X_block : scipy.sparse matrix, shape (b, n)
+        Interactions of ``b`` rows (users, or items of the item-major matrix); stored values
+        ``> 0`` are observed (confidence ``1 + alpha * value``), others are ignored.
+    Y : numpy.ndarray of float32, shape (n, k)
+        The other side's factors.
+    gramian : numpy.ndarray of float64, shape (k, k)
+        ``Y^T Y`` (see :func:`factor_gramian`).
+    regularization, alpha : float
+    solver : {"cholesky", "cg"}
+        Exact solve, or ``cg_steps`` conjugate-gradient steps from ``previous``.
+    previous : numpy.ndarray of float32, shape (b, k), optional
+        The rows' current factors (the CG start; zeros when omitted).
+
+    Returns
+    -------
+    numpy.ndarray of float32, shape (b, k)
+
+    Raises
+    ------
+    numpy.linalg.LinAlgError
+        When a row's system is not positive definite (``regularization == 0`` and too few items).
+    """
+    if solver not in _SOLVERS:
+        raise ValueError(f"solver must be one of {_SOLVERS}; got {solver!r}")
+    X_block = _csr(X_block, "X_block")
+    Y = np.ascontiguousarray(Y, dtype=np.float32)
+    k = Y.shape[1]
+    if X_block.shape[1] != Y.shape[0]:
+        raise ValueError(f"X_block has {X_block.shape[1]} columns; Y has {Y.shape[0]} rows")
+    G = np.array(gramian, dtype=np.float64) + float(regularization) * np.eye(k)
+    if previous is None:
+        out = np.zeros((X_block.shape[0], k), np.float32)
+    else:
+        out = np.array(previous, dtype=np.float32, order="C")
+        if out.shape != (X_block.shape[0], k):
+            raise ValueError(f"previous has shape {out.shape}; expected {(X_block.shape[0], k)}")
+    data = X_block.data.astype(np.float64, copy=False)
+    failed = _solve_kernel(X_block.indptr, X_block.indices, data, Y, G, float(alpha), solver == "cg",
+                           int(cg_steps), out)
+    if failed >= 0:
+        raise np.linalg.LinAlgError(f"ALS system of row {failed} is not positive definite; "
+                                    "use regularization > 0")
+    return out
+
+
+def row_losses(X_block, F, Y, gramian, alpha: float) -> float:
+    """``sum_u sum_i c_ui (p_ui - f_u . y_i)^2`` over the rows of ``X_block`` (all items, not only stored).
+
+    ``gramian`` is ``Y^T Y``; the unobserved pairs contribute ``f_u^T (Y^T Y) f_u`` minus the
+    stored pairs' share, so the cost is ``O(b k^2 + nnz k)``.
+    """
+    X_block = _csr(X_block, "X_block")
+    return float(_loss_kernel(X_block.indptr, X_block.indices, X_block.data.astype(np.float64, copy=False),
+                              np.ascontiguousarray(F, dtype=np.float32), np.ascontiguousarray(Y, dtype=np.float32),
+                              np.asarray(gramian, dtype=np.float64), float(alpha)))
+
+
+def factor_gramian(F) -> np.ndarray:
+    """``F^T F`` in float64 (k x k)."""
+    F = np.asarray(F, dtype=np.float64)
+    return F.T @ F
+
+
+def init_factors(start: int, stop: int, factors: int, seed: int, stream: int) -> np.ndarray:
+    """Initial factors of rows ``start:stop``: uniform in ``[0, 0.01)``, float32.
+
+    Drawn in fixed chunks of :data:`INIT_CHUNK` rows, each seeded by ``(seed, stream, chunk)``,
+    so that a row's values do not depend on the blocks the rows are split into.
+    """
+    out = np.empty((stop - start, factors), np.float32)
+    c0, c1 = start // INIT_CHUNK, (stop - 1) // INIT_CHUNK + 1 if stop > start else start // INIT_CHUNK
+    for c in range(c0, c1):
+        values = np.random.default_rng([seed, stream, c]).random((INIT_CHUNK, factors), dtype=np.float32) * 0.01
+        a, b = max(start, c * INIT_CHUNK), min(stop, (c + 1) * INIT_CHUNK)
+        out[a - start:b - start] = values[a - c * INIT_CHUNK:b - c * INIT_CHUNK]
+    return out
+
+
+def score_topk(U, Y, k: int, exclude=None, allowed=None, empty=None, chunk: int = 512):
+    """Top ``k`` of ``U Y^T`` per row, in chunks of rows (never all scores at once).
+
+    ``exclude``: CSR whose pattern marks items to leave out per row; ``empty``: bool per row,
+    rows with no score at all (padded with −1 / −inf). Returns ``(ids int64, scores float32)``.
+    """
+    from .scoring import topk_block
+
+    b = U.shape[0]
+    ids = np.full((b, k), -1, np.int64)
+    top = np.full((b, k), -np.inf, np.float32)
+    for a in range(0, b, chunk):
+        z = min(b, a + chunk)
+        scores = U[a:z] @ Y.T
+        if empty is not None:
+            scores[empty[a:z]] = -np.inf
+        ids[a:z], top[a:z] = topk_block(scores, k, exclude=None if exclude is None else exclude[a:z],
+                                        allowed=allowed)
+    return ids, top
+
+
+# --------------------------------------------------------------------------------------------
+# slow, obviously correct twins (test oracles)
+# --------------------------------------------------------------------------------------------
+
+
+def solve_rows_naive(X_block, Y, regularization: float, alpha: float) -> np.ndarray:
+    """Dense NumPy solve of every row's normal equations (float64)."""
+    X_block = sp.csr_matrix(X_block)
+    Y = np.asarray(Y, dtype=np.float64)
+    k = Y.shape[1]
+    out = np.zeros((X_block.shape[0], k))
+    for u in range(X_block.shape[0]):
+        x = X_block[u].toarray()[0].astype(np.float64)
+        c = np.where(x > 0, 1.0 + alpha * x, 1.0)
+        p = (x > 0).astype(np.float64)
+        if not p.any():
+            continue
+        A = (Y.T * c) @ Y + regularization * np.eye(k)
+        out[u] = np.linalg.solve(A, (Y.T * c) @ p)
+    return out
+
+
+def objective_naive(X, U, Y, regularization: float, alpha: float) -> float:
+    """The ALS objective from dense matrices."""
+    D = sp.csr_matrix(X).toarray().astype(np.float64)
+    C = np.where(D > 0, 1.0 + alpha * D, 1.0)
+    P = (D > 0).astype(np.float64)
+    U = np.asarray(U, np.float64)
+    Y = np.asarray(Y, np.float64)
+    return float((C * (P - U @ Y.T) ** 2).sum() + regularization * ((U ** 2).sum() + (Y ** 2).sum()))
