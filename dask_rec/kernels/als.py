@@ -30,7 +30,7 @@ import scipy.sparse as sp
 __all__ = ["solve_rows", "row_losses", "factor_gramian", "init_factors", "score_topk",
            "solve_rows_naive", "objective_naive", "INIT_CHUNK"]
 
-_JIT = dict(nogil=True, cache=True)
+_JIT = dict(nogil=True, cache=True, fastmath=True)
 #: Rows per seeded chunk of the initial factors (fixed, so that the init does not depend on blocks).
 INIT_CHUNK = 4096
 _SOLVERS = ("cholesky", "cg")
@@ -282,9 +282,11 @@ def init_factors(start: int, stop: int, factors: int, seed: int, stream: int) ->
     return out
 
 
-def score_topk(U, Y, k: int, exclude=None, allowed=None, empty=None, chunk: int = 512):
-    """Top ``k`` of ``U Y^T`` per row, in chunks of rows (never all scores at once).
+def score_topk(U, Y, k: int, exclude=None, allowed=None, empty=None, chunk: int = 64):
+    """Top ``k`` of ``U Y^T`` per row, ``chunk`` rows at a time (never all scores at once).
 
+    Every product is one ``chunk x k`` by ``k x n_items`` matrix product (the last chunk padded
+    with zero rows), so a row's scores are the same bits whatever the batch it comes in.
     ``exclude``: CSR whose pattern marks items to leave out per row; ``empty``: bool per row,
     rows with no score at all (padded with −1 / −inf). Returns ``(ids int64, scores float32)``.
     """
@@ -293,9 +295,13 @@ def score_topk(U, Y, k: int, exclude=None, allowed=None, empty=None, chunk: int 
     b = U.shape[0]
     ids = np.full((b, k), -1, np.int64)
     top = np.full((b, k), -np.inf, np.float32)
+    YT = np.ascontiguousarray(np.asarray(Y, dtype=np.float32).T)
+    padded = np.zeros((chunk, U.shape[1]), np.float32)
     for a in range(0, b, chunk):
         z = min(b, a + chunk)
-        scores = U[a:z] @ Y.T
+        padded[: z - a] = U[a:z]
+        padded[z - a:] = 0.0
+        scores = (padded @ YT)[: z - a]
         if empty is not None:
             scores[empty[a:z]] = -np.inf
         ids[a:z], top[a:z] = topk_block(scores, k, exclude=None if exclude is None else exclude[a:z],
