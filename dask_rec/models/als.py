@@ -25,6 +25,8 @@ from .base import Recommender
 __all__ = ["ALSConfig", "ALS", "ALSScorer"]
 
 SOLVERS = ("cg", "cholesky")
+#: An in-memory matrix is split into at least this many user blocks (a store keeps its own blocks).
+MIN_BLOCKS = 8
 
 
 def _is_int(value) -> bool:
@@ -151,8 +153,13 @@ class ALS(Recommender):
         self.fit_report_: dict = {}
 
     def fit(self, data, client=None) -> "ALS":
-        """Train on a matrix, a store or a store path (client rules of ``SANSA.fit``); returns self."""
-        from dask_rec.blocks import as_row_block_source
+        """Train on a matrix, a store or a store path (client rules of ``SANSA.fit``); returns self.
+
+        A matrix is split into row blocks of about ``dask_rec.blocks.target-nnz`` interactions,
+        and at least :data:`MIN_BLOCKS` of them; item blocks are as many, balanced on the item
+        counts. The blocks do not depend on the workers, so neither do the factors.
+        """
+        from dask_rec.blocks import as_row_block_source, default_rows_per_block
         from dask_rec.cluster import client_context, current_client
         from dask_rec.executor import executor_for
         from dask_rec.models.popularity import item_counts_of
@@ -160,6 +167,9 @@ class ALS(Recommender):
         from .als_fit import run_als
 
         source = as_row_block_source(data)
+        if source.store is None:  # at least MIN_BLOCKS tasks per half-iteration, whatever the workers
+            rows = min(default_rows_per_block(*source.shape[:1], source.nnz), -(-source.shape[0] // MIN_BLOCKS))
+            source = as_row_block_source(source.matrix, rows_per_block=max(1, rows))
         counts, _ = item_counts_of(source.store if source.store is not None else source.matrix)
         if client is None:
             client = current_client()
