@@ -12,13 +12,18 @@ For fixed ``Y`` each user row is the least-squares solution of::
     (Y^T Y + Y^T (C_u - I) Y + lam I) x_u = Y^T C_u p_u
 
 whose left side is the shared ``G = Y^T Y + lam I`` plus a rank-``n_u`` update from the user's own
-``n_u`` items only, so a row costs ``O(n_u k^2 + k^3)`` (Cholesky) or, with conjugate gradient
-(Takács, Pilászy & Tikk 2011), ``O(n_u k + k^2)`` per step, warm-started from the previous
-factors. Items are solved the same way from the item-major matrix and ``X``.
+``n_u`` items only, so a row costs ``O(n_u k^2 + k^3)`` (Cholesky, float64) or, with conjugate
+gradient (Takács, Pilászy & Tikk 2011), ``O(n_u k + k^2)`` per step, warm-started from the
+previous factors. Items are solved the same way from the item-major matrix and ``X``.
 
-All kernels are ``nogil`` and single-threaded: Dask workers run them side by side. Sums over a
-row's entries run in the order the entries are stored, so a row's result does not depend on which
-block (or worker) solves it.
+The CG solver works in float32 on chunks of rows in lock step: the products with the shared ``G``
+are one BLAS matrix product per chunk and step, the per-row sparse parts and updates numba
+kernels. (float32 CG needs a few steps more than ``k`` to reach the exact solution; ALS uses 2-4.)
+
+All numba kernels are ``nogil`` and single-threaded: Dask workers run them side by side. Sums over
+a row's entries run in the order the entries are stored, so a row's result does not depend on
+which worker solves it; other blockings change only the round-off of the BLAS products and of
+the Gramian sums.
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ _JIT = dict(nogil=True, cache=True, fastmath=True)
 #: Rows per seeded chunk of the initial factors (fixed, so that the init does not depend on blocks).
 INIT_CHUNK = 4096
 _SOLVERS = ("cholesky", "cg")
+#: Rows per matrix product of the CG solver.
+CG_CHUNK = 1024
 
 
 @numba.njit(**_JIT)
@@ -67,117 +74,142 @@ def _cholesky_solve(A, b, x):
 
 
 @numba.njit(**_JIT)
-def _apply(G, Y, ind, conf, a, m, p, out):
-    """``out = G p + sum_e (conf_e - 1) (y_e . p) y_e`` over the row's ``m`` entries ``ind[a[:m]]``."""
-    k = G.shape[0]
-    for i in range(k):
-        t = 0.0
-        for j in range(k):
-            t += G[i, j] * p[j]
-        out[i] = t
-    for e in range(m):
-        y = Y[ind[a[e]]]
-        w = conf[e] - 1.0
-        if w == 0.0:
-            continue
-        s = 0.0
-        for j in range(k):
-            s += y[j] * p[j]
-        s *= w
-        for j in range(k):
-            out[j] += s * y[j]
-
-
-@numba.njit(**_JIT)
-def _solve_kernel(indptr, indices, data, Y, G, alpha, use_cg, cg_steps, X):
+def _cholesky_kernel(indptr, indices, data, Y, G, alpha, X):
+    """Exact solve of every row (float64 systems); returns the first row whose system is not SPD, or -1."""
     n, k = X.shape
     A = np.empty((k, k))
     b = np.empty(k)
     x = np.empty(k)
-    r = np.empty(k)
-    p = np.empty(k)
-    Ap = np.empty(k)
-    longest = 0
-    for u in range(n):
-        longest = max(longest, indptr[u + 1] - indptr[u])
-    pos = np.empty(longest, np.int64)
-    conf = np.empty(longest)
     failed = -1
     for u in range(n):
-        lo, hi = indptr[u], indptr[u + 1]
         b[:] = 0.0
+        for i in range(k):
+            for j in range(i + 1):
+                A[i, j] = G[i, j]
         m = 0
-        for e in range(lo, hi):
+        for e in range(indptr[u], indptr[u + 1]):
             v = data[e]
-            if v > 0:
-                pos[m] = e
-                conf[m] = 1.0 + alpha * v
-                y = Y[indices[e]]
-                for j in range(k):
-                    b[j] += conf[m] * y[j]
-                m += 1
+            if v <= 0:
+                continue
+            m += 1
+            c = 1.0 + alpha * v
+            y = Y[indices[e]]
+            for i in range(k):
+                b[i] += c * y[i]
+                wi = (c - 1.0) * y[i]
+                for j in range(i + 1):
+                    A[i, j] += wi * y[j]
         if m == 0:
             X[u, :] = 0.0
             continue
-        if not use_cg:
-            for i in range(k):
-                for j in range(i + 1):
-                    A[i, j] = G[i, j]
-            for e in range(m):
-                y = Y[indices[pos[e]]]
-                w = conf[e] - 1.0
-                for i in range(k):
-                    wi = w * y[i]
-                    for j in range(i + 1):
-                        A[i, j] += wi * y[j]
-            if not _cholesky_solve(A, b, x):
-                failed = u
-                x[:] = 0.0
-            for j in range(k):
-                X[u, j] = x[j]
-            continue
-        for j in range(k):
-            x[j] = X[u, j]
-        _apply(G, Y, indices, conf, pos, m, x, Ap)
-        rs = 0.0
-        for j in range(k):
-            r[j] = b[j] - Ap[j]
-            p[j] = r[j]
-            rs += r[j] * r[j]
-        for _ in range(cg_steps):
-            if rs < 1e-20:
-                break
-            _apply(G, Y, indices, conf, pos, m, p, Ap)
-            pAp = 0.0
-            for j in range(k):
-                pAp += p[j] * Ap[j]
-            step = rs / pAp
-            rs_new = 0.0
-            for j in range(k):
-                x[j] += step * p[j]
-                r[j] -= step * Ap[j]
-                rs_new += r[j] * r[j]
-            beta = rs_new / rs
-            for j in range(k):
-                p[j] = r[j] + beta * p[j]
-            rs = rs_new
+        if not _cholesky_solve(A, b, x):
+            failed = u
+            x[:] = 0.0
         for j in range(k):
             X[u, j] = x[j]
     return failed
 
 
 @numba.njit(**_JIT)
-def _loss_kernel(indptr, indices, data, F, Y, GtG, alpha):
+def _add_sparse_part(indptr, indices, data, alpha, Y, P, AP):
+    """``AP[u] += sum_e (c_e - 1) (y_e . P[u]) y_e`` over each row's stored values > 0."""
+    n, k = P.shape
+    for u in range(n):
+        p = P[u]
+        out = AP[u]
+        for e in range(indptr[u], indptr[u + 1]):
+            v = data[e]
+            if v <= 0:
+                continue
+            y = Y[indices[e]]
+            s = np.float32(0.0)
+            for j in range(k):
+                s += y[j] * p[j]
+            s *= np.float32(alpha * v)
+            for j in range(k):
+                out[j] += s * y[j]
+
+
+@numba.njit(**_JIT)
+def _cg_start(indptr, indices, data, alpha, Y, X, AX, R, P, rs):
+    """Residuals ``r = b - A x`` (``AX`` holds ``G x`` on entry), ``p = r``, ``rs = r . r``; empty rows: x = 0."""
+    n, k = X.shape
+    _add_sparse_part(indptr, indices, data, alpha, Y, X, AX)
+    for u in range(n):
+        r = R[u]
+        for j in range(k):
+            r[j] = -AX[u, j]
+        m = 0
+        for e in range(indptr[u], indptr[u + 1]):
+            v = data[e]
+            if v <= 0:
+                continue
+            m += 1
+            c = np.float32(1.0 + alpha * v)
+            y = Y[indices[e]]
+            for j in range(k):
+                r[j] += c * y[j]
+        if m == 0:
+            X[u, :] = 0.0
+            r[:] = 0.0
+        t = 0.0
+        for j in range(k):
+            P[u, j] = r[j]
+            t += r[j] * r[j]
+        rs[u] = t
+
+
+@numba.njit(**_JIT)
+def _cg_step(indptr, indices, data, alpha, Y, X, AP, R, P, rs):
+    """One CG step of every row (``AP`` holds ``G p`` on entry)."""
+    n, k = X.shape
+    _add_sparse_part(indptr, indices, data, alpha, Y, P, AP)
+    for u in range(n):
+        if rs[u] < 1e-20:
+            continue
+        pAp = 0.0
+        for j in range(k):
+            pAp += P[u, j] * AP[u, j]
+        step = np.float32(rs[u] / pAp)
+        t = 0.0
+        for j in range(k):
+            X[u, j] += step * P[u, j]
+            R[u, j] -= step * AP[u, j]
+            t += R[u, j] * R[u, j]
+        beta = np.float32(t / rs[u])
+        for j in range(k):
+            P[u, j] = R[u, j] + beta * P[u, j]
+        rs[u] = t
+
+
+def _cg_rows(X_block, Y, G, alpha, cg_steps, out, chunk):
+    """``cg_steps`` CG steps for every row, from ``out`` (updated in place), ``chunk`` rows at a time.
+
+    The products with the shared ``G`` are one matrix product per chunk and step (BLAS); the
+    per-row sparse parts and updates are numba kernels.
+    """
+    G32 = np.ascontiguousarray(G, dtype=np.float32)
+    data = X_block.data
+    for a in range(0, X_block.shape[0], chunk):
+        z = min(X_block.shape[0], a + chunk)
+        indptr = X_block.indptr[a:z + 1]
+        X = out[a:z]
+        AX = X @ G32
+        R = np.empty_like(X)
+        P = np.empty_like(X)
+        rs = np.empty(z - a)
+        _cg_start(indptr, X_block.indices, data, alpha, Y, X, AX, R, P, rs)
+        for _ in range(cg_steps):
+            _cg_step(indptr, X_block.indices, data, alpha, Y, X, P @ G32, R, P, rs)
+
+
+@numba.njit(**_JIT)
+def _loss_kernel(indptr, indices, data, F, Y, alpha):
+    """``sum over stored values > 0 of c (1 - s)^2 - s^2``, ``s = f_u . y_i`` (the quadratic part is added by the caller)."""
     n, k = F.shape
     total = 0.0
     for u in range(n):
         f = F[u]
-        q = 0.0
-        for i in range(k):
-            t = 0.0
-            for j in range(k):
-                t += GtG[i, j] * f[j]
-            q += f[i] * t
         for e in range(indptr[u], indptr[u + 1]):
             v = data[e]
             if v <= 0:
@@ -187,8 +219,7 @@ def _loss_kernel(indptr, indices, data, F, Y, GtG, alpha):
             for j in range(k):
                 s += f[j] * y[j]
             c = 1.0 + alpha * v
-            q += c * (1.0 - s) * (1.0 - s) - s * s
-        total += q
+            total += c * (1.0 - s) * (1.0 - s) - s * s
     return total
 
 
@@ -240,9 +271,11 @@ def solve_rows(X_block, Y, gramian, regularization: float, alpha: float, solver:
         out = np.array(previous, dtype=np.float32, order="C")
         if out.shape != (X_block.shape[0], k):
             raise ValueError(f"previous has shape {out.shape}; expected {(X_block.shape[0], k)}")
-    data = X_block.data.astype(np.float64, copy=False)
-    failed = _solve_kernel(X_block.indptr, X_block.indices, data, Y, G, float(alpha), solver == "cg",
-                           int(cg_steps), out)
+    if solver == "cg":
+        _cg_rows(X_block, Y, G, float(alpha), int(cg_steps), out, chunk=CG_CHUNK)
+        return out
+    failed = _cholesky_kernel(X_block.indptr, X_block.indices, X_block.data.astype(np.float64, copy=False), Y, G,
+                              float(alpha), out)
     if failed >= 0:
         raise np.linalg.LinAlgError(f"ALS system of row {failed} is not positive definite; "
                                     "use regularization > 0")
@@ -256,9 +289,11 @@ def row_losses(X_block, F, Y, gramian, alpha: float) -> float:
     stored pairs' share, so the cost is ``O(b k^2 + nnz k)``.
     """
     X_block = _csr(X_block, "X_block")
-    return float(_loss_kernel(X_block.indptr, X_block.indices, X_block.data.astype(np.float64, copy=False),
-                              np.ascontiguousarray(F, dtype=np.float32), np.ascontiguousarray(Y, dtype=np.float32),
-                              np.asarray(gramian, dtype=np.float64), float(alpha)))
+    F = np.ascontiguousarray(F, dtype=np.float32)
+    F64 = F.astype(np.float64)
+    quadratic = float(np.sum((F64 @ np.asarray(gramian, dtype=np.float64)) * F64))
+    return quadratic + float(_loss_kernel(X_block.indptr, X_block.indices, X_block.data.astype(np.float64, copy=False),
+                                          F, np.ascontiguousarray(Y, dtype=np.float32), float(alpha)))
 
 
 def factor_gramian(F) -> np.ndarray:
