@@ -11,8 +11,9 @@ Item blocks hold about as many interactions each as the user blocks (balanced on
 One iteration
 -------------
 * ``Y^T Y``: one task per item-factor block (its k x k Gramian, float64), summed by a tree
-  reduction; the full ``Y`` is stacked by one task. Both are passed to...
-* one task per user block: its new user factors (:func:`dask_rec.kernels.als.solve_rows`,
+  reduction and passed, with the list of item-factor blocks, to...
+* one task per user block: stacks the item-factor blocks (each worker fetches the blocks it lacks
+  once) and solves its new user factors (:func:`dask_rec.kernels.als.solve_rows`,
   warm-started from its previous factors for CG);
 * the same from the other side for the item blocks, with ``X^T X`` and the full ``X``;
 * one task per item block adds its share of the objective (exact, see
@@ -83,13 +84,13 @@ def _init(start, stop, factors, seed, stream):
     return init_factors(int(start), int(stop), factors, seed, stream)
 
 
-def _solve(X_block, previous, other, gramian, regularization, alpha, solver, cg_steps):
-    return solve_rows(X_block, other, gramian, regularization, alpha, solver=solver, cg_steps=cg_steps,
+def _solve(X_block, previous, others, gramian, regularization, alpha, solver, cg_steps):
+    return solve_rows(X_block, _concat(*others), gramian, regularization, alpha, solver=solver, cg_steps=cg_steps,
                       previous=previous)
 
 
-def _loss(X_block, F, other, gramian, alpha, regularization):
-    return row_losses(X_block, F, other, gramian, alpha) + regularization * float(np.sum(np.square(F, dtype=np.float64)))
+def _loss(X_block, F, others, gramian, alpha, regularization):
+    return row_losses(X_block, F, _concat(*others), gramian, alpha) + regularization * float(np.sum(np.square(F, dtype=np.float64)))
 
 
 # ------------------------------------------------------------------------------ stages
@@ -110,11 +111,10 @@ def _item_major(executor, user_blocks, bounds):
 def _half_iteration(executor, row_blocks, previous, other_blocks, config, key):
     gramian = executor.tree_reduce(_sum, executor.map(factor_gramian, other_blocks, key=f"{key}-gram"),
                                    key=f"{key}-gram-sum")
-    other = executor.submit(_concat, *other_blocks, key=f"{key}-stack")
-    new = executor.map(_solve, row_blocks, previous, other=other, gramian=gramian,
+    new = executor.map(_solve, row_blocks, previous, others=list(other_blocks), gramian=gramian,
                        regularization=config.regularization, alpha=config.alpha, solver=config.solver,
                        cg_steps=config.cg_steps, key=f"{key}-solve")
-    return new, other, gramian
+    return new, gramian
 
 
 def check_memory(executor, n_users: int, n_items: int, factors: int) -> None:
@@ -146,16 +146,15 @@ def run_als(source, executor, config, item_counts) -> dict:
                      key="als-init-items")
     checks = []
     for it in range(config.iterations):
-        U_new, Y_full, _ = _half_iteration(executor, user_blocks, U, Y, config, f"als-users-{it}")
-        executor.release(*U, Y_full)
+        U_new, _ = _half_iteration(executor, user_blocks, U, Y, config, f"als-users-{it}")
+        executor.release(*U)
         U = U_new
-        Y_new, U_full, UtU = _half_iteration(executor, item_blocks, Y, U, config, f"als-items-{it}")
+        Y_new, UtU = _half_iteration(executor, item_blocks, Y, U, config, f"als-items-{it}")
         executor.release(*Y)
         Y = Y_new
-        losses = executor.map(_loss, item_blocks, Y, other=U_full, gramian=UtU, alpha=config.alpha,
+        losses = executor.map(_loss, item_blocks, Y, others=list(U), gramian=UtU, alpha=config.alpha,
                               regularization=config.regularization, key=f"als-loss-{it}")
         checks.append((executor.tree_reduce(_sum, losses, key=f"als-loss-sum-{it}"), UtU))
-        executor.release(U_full)
     values = executor.gather([h for pair in checks for h in pair])
     objective = [float(values[2 * i]) + config.regularization * float(np.trace(values[2 * i + 1]))
                  for i in range(len(checks))]
