@@ -80,7 +80,8 @@ def test_init_does_not_depend_on_the_blocks():
 @pytest.mark.parametrize("solver", ["cholesky", "cg"])
 def test_objective_decreases_every_iteration_and_is_exact(solver):
     X = _weighted(5, 400, 60)
-    model = ALS(ALSConfig(factors=8, regularization=0.5, alpha=2.0, iterations=8, solver=solver)).fit(X)
+    model = ALS(ALSConfig(factors=8, regularization=0.5, alpha=2.0, iterations=8, solver=solver)).fit(
+        X, keep_user_factors=True)
     objective = np.array(model.fit_report_["objective"])
     assert len(objective) == 8 and np.all(np.diff(objective) < 0)
     assert objective[-1] == pytest.approx(objective_naive(X, model.user_factors_, model.item_factors_, 0.5, 2.0),
@@ -99,7 +100,8 @@ def test_same_factors_as_implicit_from_the_same_start(solver):
     from implicit.cpu.als import AlternatingLeastSquares
 
     X = small_interactions(7, 300, 50, density=0.1)  # binary: implicit's alpha = ours + 1
-    ours = ALS(ALSConfig(factors=8, regularization=0.5, alpha=3.0, iterations=5, solver=solver)).fit(X)
+    ours = ALS(ALSConfig(factors=8, regularization=0.5, alpha=3.0, iterations=5, solver=solver)).fit(
+        X, keep_user_factors=True)
     theirs = AlternatingLeastSquares(factors=8, regularization=0.5, alpha=4.0, iterations=5, use_cg=solver == "cg",
                                      calculate_training_loss=False, num_threads=1, random_state=0)
     theirs.user_factors = init_factors(0, 300, 8, 0, 0)  # our seeded start (streams 0: users, 1: items)
@@ -115,9 +117,9 @@ def test_blocks_change_only_round_off():
 
     X = _weighted(8, 600, 70)
     config = ALSConfig(factors=6, regularization=0.5, alpha=2.0, iterations=6, solver="cholesky")
-    one = ALS(config).fit(X)
+    one = ALS(config).fit(X, keep_user_factors=True)
     with dask.config.set({"dask_rec.blocks.target-nnz": 200}):
-        many = ALS(config).fit(X)
+        many = ALS(config).fit(X, keep_user_factors=True)
     assert one.fit_report_["n_user_blocks"] == 8 and many.fit_report_["n_user_blocks"] > 20
     assert many.fit_report_["n_item_blocks"] > 20
     np.testing.assert_allclose(many.item_factors_, one.item_factors_, rtol=1e-4, atol=1e-5)
@@ -134,8 +136,8 @@ def test_equal_factors_in_process_and_on_one_and_two_workers(tmp_path, solver, l
     from dask_rec.store import open_store
 
     store = open_store(tmp_path / "s.zarr")
-    two = ALS(config).fit(store, client=local_client)
-    one = ALS(config).fit(store, client=single_worker_client)
+    two = ALS(config).fit(store, client=local_client, keep_user_factors=True)
+    one = ALS(config).fit(store, client=single_worker_client, keep_user_factors=True)
     assert two.fit_report_["n_user_blocks"] == 5
     np.testing.assert_array_equal(two.item_factors_, one.item_factors_)
     np.testing.assert_array_equal(two.user_factors_, one.user_factors_)
@@ -268,7 +270,7 @@ def test_a_worker_killed_mid_iteration_costs_time_not_the_result():
     X = _weighted(13, 3000, 400, density=0.05)
     config = ALSConfig(factors=16, regularization=0.5, alpha=2.0, iterations=8)
     with dask.config.set({"dask_rec.blocks.target-nnz": 2000}):
-        undisturbed = ALS(config).fit(X)
+        undisturbed = ALS(config).fit(X, keep_user_factors=True)
         with LocalCluster(n_workers=3, threads_per_worker=1, processes=True, dashboard_address=None,
                           silence_logs=50) as cluster, Client(cluster, set_as_default=False) as client:
             killed = []
@@ -286,7 +288,7 @@ def test_a_worker_killed_mid_iteration_costs_time_not_the_result():
 
             thread = threading.Thread(target=killer, daemon=True)
             thread.start()
-            model = ALS(config).fit(X, client=client)
+            model = ALS(config).fit(X, client=client, keep_user_factors=True)
             thread.join(5)
     assert killed, "no item-solve task was seen running, so no worker was killed"
     np.testing.assert_array_equal(model.item_factors_, undisturbed.item_factors_)

@@ -134,8 +134,9 @@ class ALS(Recommender):
     Attributes
     ----------
     item_factors_ : numpy.ndarray of float32, shape (n_items, factors)
-    user_factors_ : numpy.ndarray of float32, shape (n_users, factors)
-        The training users' factors (scoring folds users in from their histories instead).
+    user_factors_ : numpy.ndarray of float32, shape (n_users, factors), or None
+        The training users' factors, kept when fitted with ``keep_user_factors=True`` (scoring
+        folds users in from their histories instead).
     fit_report_ : dict
         ``objective`` after each iteration, block counts and seconds.
     """
@@ -152,8 +153,11 @@ class ALS(Recommender):
         self._scorer = None
         self.fit_report_: dict = {}
 
-    def fit(self, data, client=None) -> "ALS":
+    def fit(self, data, client=None, *, keep_user_factors: bool = False) -> "ALS":
         """Train on a matrix, a store or a store path (client rules of ``SANSA.fit``); returns self.
+
+        The item factors are gathered into the model at the end; the training users' factors only
+        with ``keep_user_factors`` (scoring never needs them: it folds users in).
 
         A matrix is split into row blocks of about ``dask_rec.blocks.target-nnz`` interactions,
         and at least :data:`MIN_BLOCKS` of them; item blocks are as many, balanced on the item
@@ -179,10 +183,10 @@ class ALS(Recommender):
             raise ValueError(f"client must be a distributed.Client, 'local' or None; got {client!r}")
         t0 = time.perf_counter()
         if client is None:
-            result = run_als(source, executor_for(None), self.config, counts)
+            result = run_als(source, executor_for(None), self.config, counts, keep_user_factors)
         else:
             with client_context(None if client == "local" else client) as c:
-                result = run_als(source, executor_for(c), self.config, counts)
+                result = run_als(source, executor_for(c), self.config, counts, keep_user_factors)
         self._set_factors(result["item_factors"], result["user_factors"])
         self.item_vocabulary = source.item_vocabulary
         self.fit_report_ = {"n_items": int(source.shape[1]), "n_users": int(source.shape[0]),

@@ -20,7 +20,7 @@ One iteration
   :func:`dask_rec.kernels.als.row_losses`), summed by a tree reduction.
 
 Every iteration is submitted without waiting; only the per-iteration objectives and ``X^T X``
-(k x k) reach the client, then the factors at the end. Each task's result depends only on its
+(k x k) reach the client, then the item factors at the end (the user factors only on request). Each task's result depends only on its
 rows and on the (deterministically reduced) Gramian, so the factors are the same on any number
 of workers, and equal up to float round-off in the Gramian sums for any other blocking.
 """
@@ -127,11 +127,11 @@ def check_memory(executor, n_users: int, n_items: int, factors: int) -> None:
             "use fewer factors or give each worker thread more memory")
 
 
-def run_als(source, executor, config, item_counts) -> dict:
+def run_als(source, executor, config, item_counts, keep_user_factors: bool = False) -> dict:
     """Fit ALS on the row blocks of ``source`` with ``executor``.
 
-    Returns ``{"user_factors", "item_factors", "objective"}``: the factors as float32 arrays and
-    the objective after each iteration.
+    Returns ``{"user_factors", "item_factors", "objective", ...}``: the factors as float32 arrays
+    (user factors None unless ``keep_user_factors``) and the objective after each iteration.
     """
     n_users, n_items = (int(n) for n in source.shape)
     check_memory(executor, n_users, n_items, config.factors)
@@ -158,7 +158,9 @@ def run_als(source, executor, config, item_counts) -> dict:
     values = executor.gather([h for pair in checks for h in pair])
     objective = [float(values[2 * i]) + config.regularization * float(np.trace(values[2 * i + 1]))
                  for i in range(len(checks))]
-    user_factors = np.concatenate(executor.gather(U), axis=0) if U else np.zeros((0, k), np.float32)
+    user_factors = None
+    if keep_user_factors:
+        user_factors = np.concatenate(executor.gather(U), axis=0) if U else np.zeros((0, k), np.float32)
     item_factors = np.concatenate(executor.gather(Y), axis=0) if Y else np.zeros((0, k), np.float32)
     executor.release(*U, *Y, *item_blocks, *user_blocks, *[h for pair in checks for h in pair])
     return {"user_factors": user_factors, "item_factors": item_factors, "objective": objective,
