@@ -60,7 +60,6 @@ def main(argv=None) -> int:
     from threadpoolctl import threadpool_limits
 
     import dask_rec
-    from dask_rec.recommend import recommend_users
 
     warnings.filterwarnings("ignore")
     X = load_matrix(args.dataset)
@@ -87,8 +86,8 @@ def main(argv=None) -> int:
                       silence_logs=40) as cluster, Client(cluster) as client:
         dask_rec.ALS(warm).fit(X[:2000], client=client)
         t_cluster, on_cluster = _best(lambda: dask_rec.ALS(config).fit(X, client=client), args.repeats)
-        recommend_users(ours, Xu[:500], k=args.k, client=client)
-        t_rec_cluster, _ = _best(lambda: recommend_users(ours, Xu, k=args.k, client=client, users_per_block=1000),
+        ours.recommend_users(Xu[:500], k=args.k, client=client)
+        t_rec_cluster, _ = _best(lambda: ours.recommend_users(Xu, k=args.k, client=client, users_per_block=1000),
                                  args.repeats)
     rows.append({"what": "fit", "implicit_s": t_imp, "ours_2_workers_s": t_cluster, "ours_in_process_1_thread_s": t_here,
                  "ratio_2_workers": t_cluster / t_imp})

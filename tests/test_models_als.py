@@ -293,3 +293,12 @@ def test_a_worker_killed_mid_iteration_costs_time_not_the_result():
     assert killed, "no item-solve task was seen running, so no worker was killed"
     np.testing.assert_array_equal(model.item_factors_, undisturbed.item_factors_)
     np.testing.assert_array_equal(model.user_factors_, undisturbed.user_factors_)
+
+
+def test_factors_that_cannot_fit_a_task_are_refused_up_front(monkeypatch):
+    from dask_rec import memory_plan
+    from dask_rec.exceptions import InsufficientMemoryError
+
+    monkeypatch.setattr(memory_plan, "memory_limits", lambda executor: memory_plan.MemoryLimits(10_000, 10_000, 1, True))
+    with pytest.raises(InsufficientMemoryError, match="als-solve.*fewer factors"):
+        ALS(ALSConfig(factors=64, iterations=1)).fit(small_interactions())
