@@ -32,7 +32,7 @@ import numba
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["solve_rows", "row_losses", "factor_gramian", "init_factors", "score_topk",
+__all__ = ["solve_rows", "row_losses", "observed_losses", "factor_gramian", "init_factors", "score_topk",
            "solve_rows_naive", "objective_naive", "INIT_CHUNK"]
 
 _JIT = dict(nogil=True, cache=True, fastmath=True)
@@ -215,9 +215,10 @@ def _loss_kernel(indptr, indices, data, F, Y, alpha):
             if v <= 0:
                 continue
             y = Y[indices[e]]
-            s = 0.0
+            t = np.float32(0.0)
             for j in range(k):
-                s += f[j] * y[j]
+                t += f[j] * y[j]
+            s = np.float64(t)
             c = 1.0 + alpha * v
             total += c * (1.0 - s) * (1.0 - s) - s * s
     return total
@@ -285,15 +286,21 @@ def solve_rows(X_block, Y, gramian, regularization: float, alpha: float, solver:
 def row_losses(X_block, F, Y, gramian, alpha: float) -> float:
     """``sum_u sum_i c_ui (p_ui - f_u . y_i)^2`` over the rows of ``X_block`` (all items, not only stored).
 
-    ``gramian`` is ``Y^T Y``; the unobserved pairs contribute ``f_u^T (Y^T Y) f_u`` minus the
+    ``gramian`` is ``Y^T Y``: the sum of ``(f_u . y_i)^2`` over all items is ``f_u^T (Y^T Y) f_u``
+    (summed over rows: ``sum((F^T F) * (Y^T Y))``), to which :func:`observed_losses` adds the
     stored pairs' share, so the cost is ``O(b k^2 + nnz k)``.
     """
+    F64 = np.asarray(F, dtype=np.float64)
+    quadratic = float(np.sum(factor_gramian(F64) * np.asarray(gramian, dtype=np.float64)))
+    return quadratic + observed_losses(X_block, F, Y, alpha)
+
+
+def observed_losses(X_block, F, Y, alpha: float) -> float:
+    """``sum over stored values > 0 of c (1 - s)^2 - s^2`` with ``s = f_u . y_i`` (float64 sum)."""
     X_block = _csr(X_block, "X_block")
-    F = np.ascontiguousarray(F, dtype=np.float32)
-    F64 = F.astype(np.float64)
-    quadratic = float(np.sum((F64 @ np.asarray(gramian, dtype=np.float64)) * F64))
-    return quadratic + float(_loss_kernel(X_block.indptr, X_block.indices, X_block.data.astype(np.float64, copy=False),
-                                          F, np.ascontiguousarray(Y, dtype=np.float32), float(alpha)))
+    return float(_loss_kernel(X_block.indptr, X_block.indices, X_block.data.astype(np.float64, copy=False),
+                              np.ascontiguousarray(F, dtype=np.float32), np.ascontiguousarray(Y, dtype=np.float32),
+                              float(alpha)))
 
 
 def factor_gramian(F) -> np.ndarray:

@@ -16,11 +16,13 @@ One iteration
   once) and solves its new user factors (:func:`dask_rec.kernels.als.solve_rows`,
   warm-started from its previous factors for CG);
 * the same from the other side for the item blocks, with ``X^T X`` and the full ``X``;
-* one task per item block adds its share of the objective (exact, see
-  :func:`dask_rec.kernels.als.row_losses`), summed by a tree reduction.
+* one task per item block adds the stored pairs' share of the objective
+  (:func:`dask_rec.kernels.als.observed_losses`), summed by a tree reduction; the rest of the
+  exact objective comes from the two Gramians (``sum_ui (x_u . y_i)^2 = sum(X^T X * Y^T Y)``,
+  ``|X|^2 = trace(X^T X)``).
 
-Every iteration is submitted without waiting; only the per-iteration objectives and ``X^T X``
-(k x k) reach the client, then the item factors at the end (the user factors only on request). Each task's result depends only on its
+Every iteration is submitted without waiting; only the per-iteration loss sums and the k x k
+Gramians reach the client, then the item factors at the end (the user factors only on request). Each task's result depends only on its
 rows and on the (deterministically reduced) Gramian, so the factors are the same on any number
 of workers, and equal up to float round-off in the Gramian sums for any other blocking.
 """
@@ -30,7 +32,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from dask_rec.kernels.als import factor_gramian, init_factors, row_losses, solve_rows
+from dask_rec.kernels.als import factor_gramian, init_factors, observed_losses, solve_rows
 
 __all__ = ["item_block_bounds", "run_als"]
 
@@ -89,8 +91,8 @@ def _solve(X_block, previous, others, gramian, regularization, alpha, solver, cg
                       previous=previous)
 
 
-def _loss(X_block, F, others, gramian, alpha, regularization):
-    return row_losses(X_block, F, _concat(*others), gramian, alpha) + regularization * float(np.sum(np.square(F, dtype=np.float64)))
+def _observed_loss(X_block, F, others, alpha):
+    return observed_losses(X_block, F, _concat(*others), alpha)
 
 
 # ------------------------------------------------------------------------------ stages
@@ -108,13 +110,19 @@ def _item_major(executor, user_blocks, bounds):
     return blocks
 
 
-def _half_iteration(executor, row_blocks, previous, other_blocks, config, key):
-    gramian = executor.tree_reduce(_sum, executor.map(factor_gramian, other_blocks, key=f"{key}-gram"),
-                                   key=f"{key}-gram-sum")
-    new = executor.map(_solve, row_blocks, previous, others=list(other_blocks), gramian=gramian,
-                       regularization=config.regularization, alpha=config.alpha, solver=config.solver,
-                       cg_steps=config.cg_steps, key=f"{key}-solve")
-    return new, gramian
+def _gramian(executor, blocks, key):
+    return executor.tree_reduce(_sum, executor.map(factor_gramian, blocks, key=key), key=f"{key}-sum")
+
+
+def _solve_blocks(executor, row_blocks, previous, other_blocks, gramian, config, key):
+    return executor.map(_solve, row_blocks, previous, others=list(other_blocks), gramian=gramian,
+                        regularization=config.regularization, alpha=config.alpha, solver=config.solver,
+                        cg_steps=config.cg_steps, key=key)
+
+
+def _objective(observed, UtU, YtY, regularization) -> float:
+    """The objective from its parts: ``sum_ui (x_u . y_i)^2 = sum(UtU * YtY)``, ``|U|^2 = trace(UtU)``."""
+    return float(observed) + float(np.sum(UtU * YtY)) + regularization * float(np.trace(UtU) + np.trace(YtY))
 
 
 def check_memory(executor, n_users: int, n_items: int, factors: int) -> None:
@@ -144,24 +152,28 @@ def run_als(source, executor, config, item_counts, keep_user_factors: bool = Fal
                      key="als-init-users")
     Y = executor.map(_init, item_bounds[:-1], item_bounds[1:], factors=k, seed=seed, stream=_ITEMS,
                      key="als-init-items")
+    YtY = _gramian(executor, Y, "als-gram-items-init")
     checks = []
     for it in range(config.iterations):
-        U_new, _ = _half_iteration(executor, user_blocks, U, Y, config, f"als-users-{it}")
+        U_new = _solve_blocks(executor, user_blocks, U, Y, YtY, config, f"als-users-{it}-solve")
         executor.release(*U)
         U = U_new
-        Y_new, UtU = _half_iteration(executor, item_blocks, Y, U, config, f"als-items-{it}")
+        UtU = _gramian(executor, U, f"als-gram-users-{it}")
+        Y_new = _solve_blocks(executor, item_blocks, Y, U, UtU, config, f"als-items-{it}-solve")
         executor.release(*Y)
         Y = Y_new
-        losses = executor.map(_loss, item_blocks, Y, others=list(U), gramian=UtU, alpha=config.alpha,
-                              regularization=config.regularization, key=f"als-loss-{it}")
-        checks.append((executor.tree_reduce(_sum, losses, key=f"als-loss-sum-{it}"), UtU))
-    values = executor.gather([h for pair in checks for h in pair])
-    objective = [float(values[2 * i]) + config.regularization * float(np.trace(values[2 * i + 1]))
-                 for i in range(len(checks))]
+        YtY = _gramian(executor, Y, f"als-gram-items-{it}")
+        observed = executor.map(_observed_loss, item_blocks, Y, others=list(U), alpha=config.alpha,
+                                key=f"als-loss-{it}")
+        checks.append((executor.tree_reduce(_sum, observed, key=f"als-loss-sum-{it}"), UtU, YtY))
+    values = executor.gather([h for parts in checks for h in parts])
+    objective = [_objective(*values[3 * i:3 * i + 3], config.regularization) for i in range(len(checks))]
     user_factors = None
     if keep_user_factors:
         user_factors = np.concatenate(executor.gather(U), axis=0) if U else np.zeros((0, k), np.float32)
     item_factors = np.concatenate(executor.gather(Y), axis=0) if Y else np.zeros((0, k), np.float32)
-    executor.release(*U, *Y, *item_blocks, *user_blocks, *[h for pair in checks for h in pair])
+    executor.release(*U, *Y, *item_blocks, *user_blocks, *[h for parts in checks for h in parts])
+    if not checks:
+        executor.release(YtY)
     return {"user_factors": user_factors, "item_factors": item_factors, "objective": objective,
             "n_user_blocks": len(user_bounds) - 1, "n_item_blocks": len(item_bounds) - 1}
