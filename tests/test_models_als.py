@@ -58,6 +58,18 @@ def test_cg_converges_to_the_exact_solution_and_never_worsens_a_row():
         assert after <= before + 1e-9 * abs(before)
 
 
+@pytest.mark.parametrize("solver", ["cholesky", "cg"])
+def test_threads_do_not_change_a_bit(solver, monkeypatch):
+    import dask_rec.kernels.als as kernels
+
+    monkeypatch.setattr(kernels, "CG_CHUNK", 64)  # several chunks
+    X = _weighted(3, n_users=500)
+    Y = np.random.default_rng(5).random((40, 6)).astype(np.float32)
+    one, three = (solve_rows(X, Y, factor_gramian(Y), 0.3, 2.5, solver=solver, previous=np.full((500, 6), 0.1, np.float32),
+                             n_threads=t) for t in (1, 3))
+    np.testing.assert_array_equal(one, three)
+
+
 def test_row_losses_equal_the_dense_objective():
     X = _weighted(4)
     rng = np.random.default_rng(4)

@@ -182,15 +182,17 @@ def _cg_step(indptr, indices, data, alpha, Y, X, AP, R, P, rs):
         rs[u] = t
 
 
-def _cg_rows(X_block, Y, G, alpha, cg_steps, out, chunk):
+def _cg_rows(X_block, Y, G, alpha, cg_steps, out, chunk, n_threads):
     """``cg_steps`` CG steps for every row, from ``out`` (updated in place), ``chunk`` rows at a time.
 
     The products with the shared ``G`` are one matrix product per chunk and step (BLAS); the
-    per-row sparse parts and updates are numba kernels.
+    per-row sparse parts and updates are numba kernels. Chunks (fixed, whatever ``n_threads``)
+    run on ``n_threads`` Python threads.
     """
     G32 = np.ascontiguousarray(G, dtype=np.float32)
     data = X_block.data
-    for a in range(0, X_block.shape[0], chunk):
+
+    def run(a: int) -> None:
         z = min(X_block.shape[0], a + chunk)
         indptr = X_block.indptr[a:z + 1]
         X = out[a:z]
@@ -201,6 +203,21 @@ def _cg_rows(X_block, Y, G, alpha, cg_steps, out, chunk):
         _cg_start(indptr, X_block.indices, data, alpha, Y, X, AX, R, P, rs)
         for _ in range(cg_steps):
             _cg_step(indptr, X_block.indices, data, alpha, Y, X, P @ G32, R, P, rs)
+
+    _on_threads(run, range(0, X_block.shape[0], chunk), n_threads)
+
+
+def _on_threads(run, starts, n_threads: int) -> None:
+    starts = list(starts)
+    if n_threads <= 1 or len(starts) <= 1:
+        for a in starts:
+            run(a)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(min(n_threads, len(starts))) as pool:
+        for f in [pool.submit(run, a) for a in starts]:
+            f.result()
 
 
 @numba.njit(**_JIT)
@@ -231,7 +248,7 @@ def _csr(X, name):
 
 
 def solve_rows(X_block, Y, gramian, regularization: float, alpha: float, solver: str = "cholesky",
-               cg_steps: int = 3, previous=None) -> np.ndarray:
+               cg_steps: int = 3, previous=None, n_threads: int = 1) -> np.ndarray:
     """Factors of the rows of ``X_block`` given the other side's factors ``Y``.
 
     Parameters
@@ -248,6 +265,9 @@ def solve_rows(X_block, Y, gramian, regularization: float, alpha: float, solver:
         Exact solve, or ``cg_steps`` conjugate-gradient steps from ``previous``.
     previous : numpy.ndarray of float32, shape (b, k), optional
         The rows' current factors (the CG start; zeros when omitted).
+    n_threads : int, default 1
+        Python threads over fixed chunks of rows (the kernels release the GIL); the result does
+        not depend on it. Keep 1 inside Dask tasks.
 
     Returns
     -------
@@ -273,10 +293,19 @@ def solve_rows(X_block, Y, gramian, regularization: float, alpha: float, solver:
         if out.shape != (X_block.shape[0], k):
             raise ValueError(f"previous has shape {out.shape}; expected {(X_block.shape[0], k)}")
     if solver == "cg":
-        _cg_rows(X_block, Y, G, float(alpha), int(cg_steps), out, chunk=CG_CHUNK)
+        _cg_rows(X_block, Y, G, float(alpha), int(cg_steps), out, CG_CHUNK, int(n_threads))
         return out
-    failed = _cholesky_kernel(X_block.indptr, X_block.indices, X_block.data.astype(np.float64, copy=False), Y, G,
-                              float(alpha), out)
+    data = X_block.data.astype(np.float64, copy=False)
+    failures = []
+
+    def run(a: int) -> None:
+        z = min(X_block.shape[0], a + CG_CHUNK)
+        bad = _cholesky_kernel(X_block.indptr[a:z + 1], X_block.indices, data, Y, G, float(alpha), out[a:z])
+        if bad >= 0:
+            failures.append(a + bad)
+
+    _on_threads(run, range(0, X_block.shape[0], CG_CHUNK), int(n_threads))
+    failed = min(failures, default=-1)
     if failed >= 0:
         raise np.linalg.LinAlgError(f"ALS system of row {failed} is not positive definite; "
                                     "use regularization > 0")

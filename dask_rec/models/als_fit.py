@@ -86,9 +86,9 @@ def _init(start, stop, factors, seed, stream):
     return init_factors(int(start), int(stop), factors, seed, stream)
 
 
-def _solve(X_block, previous, others, gramian, regularization, alpha, solver, cg_steps):
+def _solve(X_block, previous, others, gramian, regularization, alpha, solver, cg_steps, n_threads):
     return solve_rows(X_block, _concat(*others), gramian, regularization, alpha, solver=solver, cg_steps=cg_steps,
-                      previous=previous)
+                      previous=previous, n_threads=n_threads)
 
 
 def _observed_loss(X_block, F, others, alpha):
@@ -115,9 +115,11 @@ def _gramian(executor, blocks, key):
 
 
 def _solve_blocks(executor, row_blocks, previous, other_blocks, gramian, config, key):
+    from dask_rec.recommend import task_threads  # 1 on a cluster, all cores in process
+
     return executor.map(_solve, row_blocks, previous, others=list(other_blocks), gramian=gramian,
                         regularization=config.regularization, alpha=config.alpha, solver=config.solver,
-                        cg_steps=config.cg_steps, key=key)
+                        cg_steps=config.cg_steps, n_threads=task_threads(executor), key=key)
 
 
 def _objective(observed, UtU, YtY, regularization) -> float:
