@@ -111,7 +111,6 @@ class ALSScorer:
         top = np.full((b, k), -np.inf, np.float32)
         if not (b and k):
             return ids, top
-        X.sort_indices()
 
         def run(a: int, z: int) -> None:
             rows = X[a:z]
