@@ -314,3 +314,33 @@ def test_factors_that_cannot_fit_a_task_are_refused_up_front(monkeypatch):
     monkeypatch.setattr(memory_plan, "memory_limits", lambda executor: memory_plan.MemoryLimits(10_000, 10_000, 1, True))
     with pytest.raises(InsufficientMemoryError, match="als-solve.*fewer factors"):
         ALS(ALSConfig(factors=64, iterations=1)).fit(small_interactions())
+
+
+def test_solves_run_on_both_workers_and_only_small_results_reach_the_client(local_client):
+    import dask
+    from distributed import get_task_stream
+
+    X = _weighted(14, 2000, 300, density=0.05)
+    received = []
+    original = local_client.gather
+
+    def spy(futures, *args, **kwargs):
+        result = original(futures, *args, **kwargs)
+        received.append(result)
+        return result
+
+    local_client.gather = spy
+    try:
+        with get_task_stream(local_client) as ts, dask.config.set({"dask_rec.blocks.target-nnz": 2000}):
+            model = ALS(ALSConfig(factors=6, iterations=3)).fit(X, client=local_client)
+    finally:
+        local_client.gather = original
+    workers = {}
+    for rec in ts.data:
+        name = rec["key"] if isinstance(rec["key"], str) else str(rec["key"])
+        workers.setdefault("-".join(name.split("-")[:2]), set()).add(rec["worker"])
+    assert len(workers["als-users"]) == 2 and len(workers["als-items"]) == 2, workers
+    *small, factors = received
+    sizes = [np.size(x) for r in small for x in (r if isinstance(r, list) else [r])]
+    assert max(sizes) <= 6 * 6  # loss sums and k x k Gramians only
+    assert np.array_equal(np.concatenate(factors), model.item_factors_) and model.user_factors_ is None
