@@ -344,3 +344,18 @@ def test_solves_run_on_both_workers_and_only_small_results_reach_the_client(loca
     sizes = [np.size(x) for r in small for x in (r if isinstance(r, list) else [r])]
     assert max(sizes) <= 6 * 6  # loss sums and k x k Gramians only
     assert np.array_equal(np.concatenate(factors), model.item_factors_) and model.user_factors_ is None
+
+
+def test_fold_in_is_the_exact_solve_for_short_and_long_histories():
+    from dask_rec.kernels.als import fold_in
+
+    rng = np.random.default_rng(15)
+    n_items, k = 200, 24
+    Y = (rng.random((n_items, k)) * 0.3).astype(np.float32)
+    lengths = np.arange(60) % 50  # 0 .. 49 items: both sides of k (Woodbury below, Cholesky above)
+    rows = np.repeat(np.arange(60), lengths)
+    cols = np.concatenate([rng.choice(n_items, m, replace=False) for m in lengths])
+    X = sp.csr_matrix((rng.integers(1, 4, rows.size).astype(np.float32), (rows, cols)), shape=(60, n_items))
+    got = fold_in(X, Y, factor_gramian(Y), 0.7, 2.0)
+    np.testing.assert_allclose(got, solve_rows_naive(X, Y, 0.7, 2.0), rtol=1e-5, atol=1e-6)
+    assert not got[0].any()

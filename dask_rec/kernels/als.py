@@ -32,7 +32,7 @@ import numba
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["solve_rows", "row_losses", "observed_losses", "factor_gramian", "init_factors", "score_topk",
+__all__ = ["solve_rows", "fold_in", "fold_in_operator", "row_losses", "observed_losses", "factor_gramian", "init_factors", "score_topk",
            "solve_rows_naive", "objective_naive", "INIT_CHUNK"]
 
 _JIT = dict(nogil=True, cache=True, fastmath=True)
@@ -74,6 +74,39 @@ def _cholesky_solve(A, b, x):
 
 
 @numba.njit(**_JIT)
+def _cholesky_row(lo, hi, indices, data, Y, G, alpha, A, b, x):
+    """Solve one row's system ``(G + sum_e (c_e - 1) y_e y_e^T) x = sum_e c_e y_e`` (entries ``lo:hi``).
+
+    Returns 1 when solved, 0 when the row has no stored value > 0 (x = 0), -1 when not SPD.
+    """
+    k = G.shape[0]
+    b[:] = 0.0
+    for i in range(k):
+        for j in range(i + 1):
+            A[i, j] = G[i, j]
+    m = 0
+    for e in range(lo, hi):
+        v = data[e]
+        if v <= 0:
+            continue
+        m += 1
+        c = 1.0 + alpha * v
+        y = Y[indices[e]]
+        for i in range(k):
+            b[i] += c * y[i]
+            wi = (c - 1.0) * y[i]
+            for j in range(i + 1):
+                A[i, j] += wi * y[j]
+    if m == 0:
+        x[:] = 0.0
+        return 0
+    if not _cholesky_solve(A, b, x):
+        x[:] = 0.0
+        return -1
+    return 1
+
+
+@numba.njit(**_JIT)
 def _cholesky_kernel(indptr, indices, data, Y, G, alpha, X):
     """Exact solve of every row (float64 systems); returns the first row whose system is not SPD, or -1."""
     n, k = X.shape
@@ -82,29 +115,78 @@ def _cholesky_kernel(indptr, indices, data, Y, G, alpha, X):
     x = np.empty(k)
     failed = -1
     for u in range(n):
-        b[:] = 0.0
-        for i in range(k):
-            for j in range(i + 1):
-                A[i, j] = G[i, j]
+        if _cholesky_row(indptr[u], indptr[u + 1], indices, data, Y, G, alpha, A, b, x) < 0 and failed < 0:
+            failed = u
+        for j in range(k):
+            X[u, j] = x[j]
+    return failed
+
+
+@numba.njit(**_JIT)
+def _fold_in_kernel(indptr, indices, data, Y, W, G, alpha, X):
+    """Exact solves of users with few items by the Woodbury identity, the others by Cholesky.
+
+    With ``W = Y G^-1`` (precomputed once per model) and a user's ``m`` items ``Y_u``, ``W_u``,
+    ``C_u``: ``x = g - W_u^T (D^-1 + Y_u W_u^T)^-1 Y_u g`` with ``g = W_u^T c`` and
+    ``D = C_u - I``, an ``m x m`` solve instead of ``k x k`` (used when ``m < k`` and every
+    ``c > 1``).
+    """
+    n, k = X.shape
+    A = np.empty((k, k))
+    b = np.empty(k)
+    x = np.empty(k)
+    S = np.empty((k, k))
+    h = np.empty(k)
+    t = np.empty(k)
+    pos = np.empty(k, np.int64)
+    conf = np.empty(k)
+    failed = -1
+    for u in range(n):
+        lo, hi = indptr[u], indptr[u + 1]
         m = 0
-        for e in range(indptr[u], indptr[u + 1]):
+        woodbury = True
+        for e in range(lo, hi):
             v = data[e]
             if v <= 0:
                 continue
+            if m + 1 >= k or alpha * v <= 0:
+                woodbury = False
+                break
+            pos[m] = indices[e]
+            conf[m] = 1.0 + alpha * v
             m += 1
-            c = 1.0 + alpha * v
-            y = Y[indices[e]]
-            for i in range(k):
-                b[i] += c * y[i]
-                wi = (c - 1.0) * y[i]
-                for j in range(i + 1):
-                    A[i, j] += wi * y[j]
-        if m == 0:
-            X[u, :] = 0.0
-            continue
-        if not _cholesky_solve(A, b, x):
-            failed = u
+        if not woodbury:
+            if _cholesky_row(lo, hi, indices, data, Y, G, alpha, A, b, x) < 0 and failed < 0:
+                failed = u
+        elif m == 0:
             x[:] = 0.0
+        else:
+            x[:] = 0.0  # x = g first
+            for a in range(m):
+                w = W[pos[a]]
+                for j in range(k):
+                    x[j] += conf[a] * w[j]
+            for a in range(m):
+                y = Y[pos[a]]
+                s = 0.0
+                for j in range(k):
+                    s += y[j] * x[j]
+                h[a] = s
+                for c2 in range(a + 1):
+                    w = W[pos[c2]]
+                    s = 0.0
+                    for j in range(k):
+                        s += y[j] * w[j]
+                    S[a, c2] = s
+                S[a, a] += 1.0 / (conf[a] - 1.0)
+            if not _cholesky_solve(S[:m, :m], h[:m], t[:m]):
+                if _cholesky_row(lo, hi, indices, data, Y, G, alpha, A, b, x) < 0 and failed < 0:
+                    failed = u
+            else:
+                for a in range(m):
+                    w = W[pos[a]]
+                    for j in range(k):
+                        x[j] -= t[a] * w[j]
         for j in range(k):
             X[u, j] = x[j]
     return failed
@@ -310,6 +392,33 @@ def solve_rows(X_block, Y, gramian, regularization: float, alpha: float, solver:
         raise np.linalg.LinAlgError(f"ALS system of row {failed} is not positive definite; "
                                     "use regularization > 0")
     return out
+
+
+def fold_in(X_block, Y, gramian, regularization: float, alpha: float, W=None) -> np.ndarray:
+    """Exact factors of new rows (users) given trained ``Y``: :func:`solve_rows` with Cholesky, faster.
+
+    Rows with fewer than ``k`` stored values (most users) are solved through the Woodbury
+    identity from ``W = Y (Y^T Y + lam I)^-1`` (pass it to reuse it; see :func:`fold_in_operator`),
+    the others by Cholesky; both are exact up to round-off.
+    """
+    X_block = _csr(X_block, "X_block")
+    Y = np.ascontiguousarray(Y, dtype=np.float32)
+    G = np.array(gramian, dtype=np.float64) + float(regularization) * np.eye(Y.shape[1])
+    if W is None:
+        W = fold_in_operator(Y, gramian, regularization)
+    out = np.empty((X_block.shape[0], Y.shape[1]), np.float32)
+    failed = _fold_in_kernel(X_block.indptr, X_block.indices, X_block.data.astype(np.float64, copy=False), Y, W, G,
+                             float(alpha), out)
+    if failed >= 0:
+        raise np.linalg.LinAlgError(f"ALS system of row {failed} is not positive definite; use regularization > 0")
+    return out
+
+
+def fold_in_operator(Y, gramian, regularization: float) -> np.ndarray:
+    """``W = Y (Y^T Y + lam I)^-1`` (float64, n x k), for :func:`fold_in`."""
+    k = np.shape(Y)[1]
+    G = np.array(gramian, dtype=np.float64) + float(regularization) * np.eye(k)
+    return np.ascontiguousarray(np.linalg.solve(G, np.asarray(Y, dtype=np.float64).T).T)
 
 
 def row_losses(X_block, F, Y, gramian, alpha: float) -> float:

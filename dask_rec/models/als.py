@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from dask_rec.kernels.als import factor_gramian, score_topk, solve_rows
+from dask_rec.kernels.als import factor_gramian, fold_in, fold_in_operator, score_topk
 
 from .base import Recommender
 
@@ -82,12 +82,20 @@ class ALSConfig:
 
 
 class ALSScorer:
-    """What the scoring tasks receive: the item factors, their Gramian and the config (no user factors)."""
+    """What the scoring tasks receive: the item factors, their Gramian and the config (no user factors).
+
+    The fold-in operator ``W = Y (Y^T Y + lam I)^-1`` is computed where it is first used (on the
+    worker), never pickled.
+    """
 
     def __init__(self, item_factors, config: ALSConfig) -> None:
         self.item_factors = np.ascontiguousarray(item_factors, dtype=np.float32)
         self.config = config
         self.gramian = factor_gramian(self.item_factors)
+        self._operator = None
+
+    def __getstate__(self):
+        return {**self.__dict__, "_operator": None}
 
     @property
     def n_items(self) -> int:
@@ -96,7 +104,9 @@ class ALSScorer:
     def fold_in(self, X_block) -> np.ndarray:
         """Users' factors solved exactly from their histories against the item factors."""
         c = self.config
-        return solve_rows(X_block, self.item_factors, self.gramian, c.regularization, c.alpha, solver="cholesky")
+        if self._operator is None:
+            self._operator = fold_in_operator(self.item_factors, self.gramian, c.regularization)
+        return fold_in(X_block, self.item_factors, self.gramian, c.regularization, c.alpha, W=self._operator)
 
     def topk_block(self, X_block, k: int, exclude_seen: bool = True, allowed=None, n_threads: int = 1):
         """Top ``k`` of ``fold_in(x) · Y^T``; see the contract in :mod:`dask_rec.models.base`.
