@@ -7,8 +7,8 @@ import pytest
 import scipy.sparse as sp
 
 from conformance import RecommenderConformance, small_interactions
-from dask_rec.kernels.als import (factor_gramian, init_factors, objective_naive, row_losses, solve_rows,
-                                  solve_rows_naive)
+from dask_rec.kernels.als import solve_rows, solve_rows_naive
+from dask_rec.kernels.factors import factor_gramian, init_factors, objective_naive, row_losses
 from dask_rec.models.als import ALS, ALSConfig
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning:implicit", "ignore:.*OpenBLAS.*",

@@ -11,10 +11,12 @@ For fixed ``Y`` each user row is the least-squares solution of::
 
     (Y^T Y + Y^T (C_u - I) Y + lam I) x_u = Y^T C_u p_u
 
-whose left side is the shared ``G = Y^T Y + lam I`` plus a rank-``n_u`` update from the user's own
-``n_u`` items only, so a row costs ``O(n_u k^2 + k^3)`` (Cholesky, float64) or, with conjugate
-gradient (Takács, Pilászy & Tikk 2011), ``O(n_u k + k^2)`` per step, warm-started from the
-previous factors. Items are solved the same way from the item-major matrix and ``X``.
+whose left side is the shared ``G = Y^T Y + lam I`` plus a rank-``m`` update from the row's own
+``m`` items only. The exact solver (float64) takes, per row, the cheaper of Cholesky on the
+``k x k`` system, ``O(m k^2 + k^3)``, and, for ``m < k``, the Woodbury identity with the
+precomputed ``W = Y G^-1``, an ``m x m`` system, ``O(m^2 k + m^3)``. Conjugate gradient
+(Takács, Pilászy & Tikk 2011) costs ``O(m k + k^2)`` per step, warm-started from the previous
+factors. Items are solved the same way from the item-major matrix and ``X``.
 
 The CG solver works in float32 on chunks of rows in lock step: the products with the shared ``G``
 are one BLAS matrix product per chunk and step, the per-row sparse parts and updates numba
@@ -32,12 +34,9 @@ import numba
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["solve_rows", "fold_in", "fold_in_operator", "row_losses", "observed_losses", "factor_gramian", "init_factors", "score_topk",
-           "solve_rows_naive", "objective_naive", "INIT_CHUNK"]
+__all__ = ["solve_rows", "fold_in", "fold_in_operator", "solve_rows_naive"]
 
 _JIT = dict(nogil=True, cache=True, fastmath=True)
-#: Rows per seeded chunk of the initial factors (fixed, so that the init does not depend on blocks).
-INIT_CHUNK = 4096
 _SOLVERS = ("cholesky", "cg")
 #: Rows per matrix product of the CG solver.
 CG_CHUNK = 1024
@@ -104,22 +103,6 @@ def _cholesky_row(lo, hi, indices, data, Y, G, alpha, A, b, x):
         x[:] = 0.0
         return -1
     return 1
-
-
-@numba.njit(**_JIT)
-def _cholesky_kernel(indptr, indices, data, Y, G, alpha, X):
-    """Exact solve of every row (float64 systems); returns the first row whose system is not SPD, or -1."""
-    n, k = X.shape
-    A = np.empty((k, k))
-    b = np.empty(k)
-    x = np.empty(k)
-    failed = -1
-    for u in range(n):
-        if _cholesky_row(indptr[u], indptr[u + 1], indices, data, Y, G, alpha, A, b, x) < 0 and failed < 0:
-            failed = u
-        for j in range(k):
-            X[u, j] = x[j]
-    return failed
 
 
 @numba.njit(**_JIT)
@@ -302,27 +285,6 @@ def _on_threads(run, starts, n_threads: int) -> None:
             f.result()
 
 
-@numba.njit(**_JIT)
-def _loss_kernel(indptr, indices, data, F, Y, alpha):
-    """``sum over stored values > 0 of c (1 - s)^2 - s^2``, ``s = f_u . y_i`` (the quadratic part is added by the caller)."""
-    n, k = F.shape
-    total = 0.0
-    for u in range(n):
-        f = F[u]
-        for e in range(indptr[u], indptr[u + 1]):
-            v = data[e]
-            if v <= 0:
-                continue
-            y = Y[indices[e]]
-            t = np.float32(0.0)
-            for j in range(k):
-                t += f[j] * y[j]
-            s = np.float64(t)
-            c = 1.0 + alpha * v
-            total += c * (1.0 - s) * (1.0 - s) - s * s
-    return total
-
-
 def _csr(X, name):
     if not sp.issparse(X):
         raise TypeError(f"{name} must be a scipy.sparse matrix; got {type(X).__name__}")
@@ -330,7 +292,7 @@ def _csr(X, name):
 
 
 def solve_rows(X_block, Y, gramian, regularization: float, alpha: float, solver: str = "cholesky",
-               cg_steps: int = 3, previous=None, n_threads: int = 1) -> np.ndarray:
+               cg_steps: int = 3, previous=None, n_threads: int = 1, W=None) -> np.ndarray:
     """Factors of the rows of ``X_block`` given the other side's factors ``Y``.
 
     Parameters
@@ -341,15 +303,19 @@ def solve_rows(X_block, Y, gramian, regularization: float, alpha: float, solver:
     Y : numpy.ndarray of float32, shape (n, k)
         The other side's factors.
     gramian : numpy.ndarray of float64, shape (k, k)
-        ``Y^T Y`` (see :func:`factor_gramian`).
+        ``Y^T Y`` (see :func:`dask_rec.kernels.factors.factor_gramian`).
     regularization, alpha : float
     solver : {"cholesky", "cg"}
-        Exact solve, or ``cg_steps`` conjugate-gradient steps from ``previous``.
+        Exact solve (float64; a row with fewer than ``k`` stored values through the Woodbury
+        identity, ``O(m^2 k)``, the others by Cholesky, ``O(m k^2 + k^3)``), or ``cg_steps``
+        conjugate-gradient steps from ``previous``.
     previous : numpy.ndarray of float32, shape (b, k), optional
         The rows' current factors (the CG start; zeros when omitted).
     n_threads : int, default 1
         Python threads over fixed chunks of rows (the kernels release the GIL); the result does
         not depend on it. Keep 1 inside Dask tasks.
+    W : numpy.ndarray of float64, shape (n, k), optional
+        :func:`fold_in_operator` of ``Y`` for the exact solver (computed here when omitted).
 
     Returns
     -------
@@ -377,41 +343,30 @@ def solve_rows(X_block, Y, gramian, regularization: float, alpha: float, solver:
     if solver == "cg":
         _cg_rows(X_block, Y, G, float(alpha), int(cg_steps), out, CG_CHUNK, int(n_threads))
         return out
+    if W is None:
+        W = fold_in_operator(Y, gramian, regularization)
     data = X_block.data.astype(np.float64, copy=False)
     failures = []
 
     def run(a: int) -> None:
         z = min(X_block.shape[0], a + CG_CHUNK)
-        bad = _cholesky_kernel(X_block.indptr[a:z + 1], X_block.indices, data, Y, G, float(alpha), out[a:z])
+        bad = _fold_in_kernel(X_block.indptr[a:z + 1], X_block.indices, data, Y, W, G, float(alpha), out[a:z])
         if bad >= 0:
             failures.append(a + bad)
 
     _on_threads(run, range(0, X_block.shape[0], CG_CHUNK), int(n_threads))
-    failed = min(failures, default=-1)
-    if failed >= 0:
-        raise np.linalg.LinAlgError(f"ALS system of row {failed} is not positive definite; "
+    if failures:
+        raise np.linalg.LinAlgError(f"ALS system of row {min(failures)} is not positive definite; "
                                     "use regularization > 0")
     return out
 
 
-def fold_in(X_block, Y, gramian, regularization: float, alpha: float, W=None) -> np.ndarray:
-    """Exact factors of new rows (users) given trained ``Y``: :func:`solve_rows` with Cholesky, faster.
+def fold_in(X_block, Y, gramian, regularization: float, alpha: float, W=None, n_threads: int = 1) -> np.ndarray:
+    """Exact factors of new rows (users) given trained ``Y``: :func:`solve_rows` with the exact solver.
 
-    Rows with fewer than ``k`` stored values (most users) are solved through the Woodbury
-    identity from ``W = Y (Y^T Y + lam I)^-1`` (pass it to reuse it; see :func:`fold_in_operator`),
-    the others by Cholesky; both are exact up to round-off.
+    ``W``: :func:`fold_in_operator` of ``Y``, to reuse across calls.
     """
-    X_block = _csr(X_block, "X_block")
-    Y = np.ascontiguousarray(Y, dtype=np.float32)
-    G = np.array(gramian, dtype=np.float64) + float(regularization) * np.eye(Y.shape[1])
-    if W is None:
-        W = fold_in_operator(Y, gramian, regularization)
-    out = np.empty((X_block.shape[0], Y.shape[1]), np.float32)
-    failed = _fold_in_kernel(X_block.indptr, X_block.indices, X_block.data.astype(np.float64, copy=False), Y, W, G,
-                             float(alpha), out)
-    if failed >= 0:
-        raise np.linalg.LinAlgError(f"ALS system of row {failed} is not positive definite; use regularization > 0")
-    return out
+    return solve_rows(X_block, Y, gramian, regularization, alpha, solver="cholesky", W=W, n_threads=n_threads)
 
 
 def fold_in_operator(Y, gramian, regularization: float) -> np.ndarray:
@@ -419,79 +374,6 @@ def fold_in_operator(Y, gramian, regularization: float) -> np.ndarray:
     k = np.shape(Y)[1]
     G = np.array(gramian, dtype=np.float64) + float(regularization) * np.eye(k)
     return np.ascontiguousarray(np.linalg.solve(G, np.asarray(Y, dtype=np.float64).T).T)
-
-
-def row_losses(X_block, F, Y, gramian, alpha: float) -> float:
-    """``sum_u sum_i c_ui (p_ui - f_u . y_i)^2`` over the rows of ``X_block`` (all items, not only stored).
-
-    ``gramian`` is ``Y^T Y``: the sum of ``(f_u . y_i)^2`` over all items is ``f_u^T (Y^T Y) f_u``
-    (summed over rows: ``sum((F^T F) * (Y^T Y))``), to which :func:`observed_losses` adds the
-    stored pairs' share, so the cost is ``O(b k^2 + nnz k)``.
-    """
-    F64 = np.asarray(F, dtype=np.float64)
-    quadratic = float(np.sum(factor_gramian(F64) * np.asarray(gramian, dtype=np.float64)))
-    return quadratic + observed_losses(X_block, F, Y, alpha)
-
-
-def observed_losses(X_block, F, Y, alpha: float) -> float:
-    """``sum over stored values > 0 of c (1 - s)^2 - s^2`` with ``s = f_u . y_i`` (float64 sum)."""
-    X_block = _csr(X_block, "X_block")
-    return float(_loss_kernel(X_block.indptr, X_block.indices, X_block.data.astype(np.float64, copy=False),
-                              np.ascontiguousarray(F, dtype=np.float32), np.ascontiguousarray(Y, dtype=np.float32),
-                              float(alpha)))
-
-
-def factor_gramian(F) -> np.ndarray:
-    """``F^T F`` in float64 (k x k)."""
-    F = np.asarray(F, dtype=np.float64)
-    return F.T @ F
-
-
-def init_factors(start: int, stop: int, factors: int, seed: int, stream: int) -> np.ndarray:
-    """Initial factors of rows ``start:stop``: uniform in ``[0, 0.01)``, float32.
-
-    Drawn in fixed chunks of :data:`INIT_CHUNK` rows, each seeded by ``(seed, stream, chunk)``,
-    so that a row's values do not depend on the blocks the rows are split into.
-    """
-    out = np.empty((stop - start, factors), np.float32)
-    c0, c1 = start // INIT_CHUNK, (stop - 1) // INIT_CHUNK + 1 if stop > start else start // INIT_CHUNK
-    for c in range(c0, c1):
-        values = np.random.default_rng([seed, stream, c]).random((INIT_CHUNK, factors), dtype=np.float32) * 0.01
-        a, b = max(start, c * INIT_CHUNK), min(stop, (c + 1) * INIT_CHUNK)
-        out[a - start:b - start] = values[a - c * INIT_CHUNK:b - c * INIT_CHUNK]
-    return out
-
-
-def score_topk(U, Y, k: int, exclude=None, allowed=None, empty=None, chunk: int = 64):
-    """Top ``k`` of ``U Y^T`` per row, ``chunk`` rows at a time (never all scores at once).
-
-    Every product is one ``chunk x k`` by ``k x n_items`` matrix product (the last chunk padded
-    with zero rows), so a row's scores are the same bits whatever the batch it comes in.
-    ``exclude``: CSR whose pattern marks items to leave out per row; ``empty``: bool per row,
-    rows with no score at all (padded with −1 / −inf). Returns ``(ids int64, scores float32)``.
-    """
-    from .scoring import topk_block
-
-    b = U.shape[0]
-    ids = np.full((b, k), -1, np.int64)
-    top = np.full((b, k), -np.inf, np.float32)
-    YT = np.ascontiguousarray(np.asarray(Y, dtype=np.float32).T)
-    padded = np.zeros((chunk, U.shape[1]), np.float32)
-    for a in range(0, b, chunk):
-        z = min(b, a + chunk)
-        padded[: z - a] = U[a:z]
-        padded[z - a:] = 0.0
-        scores = (padded @ YT)[: z - a]
-        if empty is not None:
-            scores[empty[a:z]] = -np.inf
-        ids[a:z], top[a:z] = topk_block(scores, k, exclude=None if exclude is None else exclude[a:z],
-                                        allowed=allowed)
-    return ids, top
-
-
-# --------------------------------------------------------------------------------------------
-# slow, obviously correct twins (test oracles)
-# --------------------------------------------------------------------------------------------
 
 
 def solve_rows_naive(X_block, Y, regularization: float, alpha: float) -> np.ndarray:
@@ -509,13 +391,3 @@ def solve_rows_naive(X_block, Y, regularization: float, alpha: float) -> np.ndar
         A = (Y.T * c) @ Y + regularization * np.eye(k)
         out[u] = np.linalg.solve(A, (Y.T * c) @ p)
     return out
-
-
-def objective_naive(X, U, Y, regularization: float, alpha: float) -> float:
-    """The ALS objective from dense matrices."""
-    D = sp.csr_matrix(X).toarray().astype(np.float64)
-    C = np.where(D > 0, 1.0 + alpha * D, 1.0)
-    P = (D > 0).astype(np.float64)
-    U = np.asarray(U, np.float64)
-    Y = np.asarray(Y, np.float64)
-    return float((C * (P - U @ Y.T) ** 2).sum() + regularization * ((U ** 2).sum() + (Y ** 2).sum()))

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from dask_rec.kernels.als import factor_gramian, fold_in, fold_in_operator, score_topk
+from dask_rec.kernels.als import fold_in, fold_in_operator
+from dask_rec.kernels.factors import factor_gramian, score_topk
 
 from .base import Recommender
 

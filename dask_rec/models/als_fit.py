@@ -17,7 +17,7 @@ One iteration
   warm-started from its previous factors for CG);
 * the same from the other side for the item blocks, with ``X^T X`` and the full ``X``;
 * one task per item block adds the stored pairs' share of the objective
-  (:func:`dask_rec.kernels.als.observed_losses`), summed by a tree reduction; the rest of the
+  (:func:`dask_rec.kernels.factors.observed_losses`), summed by a tree reduction; the rest of the
   exact objective comes from the two Gramians (``sum_ui (x_u . y_i)^2 = sum(X^T X * Y^T Y)``,
   ``|X|^2 = trace(X^T X)``).
 
@@ -32,7 +32,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from dask_rec.kernels.als import factor_gramian, init_factors, observed_losses, solve_rows
+from dask_rec.kernels.als import solve_rows
+from dask_rec.kernels.factors import factor_gramian, init_factors, observed_losses
 
 __all__ = ["item_block_bounds", "run_als"]
 
