@@ -1,4 +1,4 @@
-"""Kernels of implicit-feedback ALS (NumPy/numba, no Dask): row solves, objective, init, scores.
+"""Kernels of implicit-feedback ALS (NumPy/numba, no Dask): the per-row solves, exact and CG, and fold-in.
 
 The model (Hu, Koren & Volinsky 2008): a user ``u`` and item ``i`` with stored value ``x_ui > 0``
 have preference ``p_ui = 1`` and confidence ``c_ui = 1 + alpha * x_ui``; every other pair has
