@@ -87,7 +87,7 @@ def init_factors(start: int, stop: int, factors: int, seed: int, stream: int) ->
     return out
 
 
-def score_topk(U, Y, k: int, exclude=None, allowed=None, empty=None, chunk: int = 64):
+def score_topk(U, Y, k: int, exclude=None, allowed=None, empty=None, chunk: int = 128):
     """Top ``k`` of ``U Y^T`` per row, ``chunk`` rows at a time (never all scores at once).
 
     Every product is one ``chunk x k`` by ``k x n_items`` matrix product (the last chunk padded
