@@ -254,6 +254,8 @@ def _compare_with_implicit(name, factors, regularization, alpha, iterations, sam
     theirs.fit(train, show_progress=False)
     a = evaluate(ours, history, targets, ks=(20, 100))
     b = evaluate(_ImplicitFoldIn(theirs), history, targets, ks=(20, 100))
+    print(f"{name}: ours recall@20 {a['recall@20']:.4f} ndcg@100 {a['ndcg@100']:.4f}; "
+          f"implicit {b['recall@20']:.4f} {b['ndcg@100']:.4f}")
     for key in ("recall@20", "ndcg@100"):
         assert a[key] == pytest.approx(b[key], rel=0.02), (key, a[key], b[key])
     return a, b
