@@ -285,7 +285,7 @@ def test_a_worker_killed_mid_iteration_costs_time_not_the_result():
     config = ALSConfig(factors=16, regularization=0.5, alpha=2.0, iterations=8)
     with dask.config.set({"dask_rec.blocks.target-nnz": 2000}):
         undisturbed = ALS(config).fit(X, keep_user_factors=True)
-        with LocalCluster(n_workers=3, threads_per_worker=1, processes=True, dashboard_address=None,
+        with LocalCluster(n_workers=3, threads_per_worker=1, processes=True, dashboard_address=":0",
                           silence_logs=50) as cluster, Client(cluster, set_as_default=False) as client:
             killed = []
             pids = client.run(os.getpid)
