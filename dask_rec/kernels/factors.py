@@ -102,11 +102,12 @@ def score_topk(U, Y, k: int, exclude=None, allowed=None, empty=None, chunk: int 
     top = np.full((b, k), -np.inf, np.float32)
     YT = np.ascontiguousarray(np.asarray(Y, dtype=np.float32).T)
     padded = np.zeros((chunk, U.shape[1]), np.float32)
+    buffer = np.empty((chunk, YT.shape[1]), np.float32)  # reused: no fresh pages per chunk
     for a in range(0, b, chunk):
         z = min(b, a + chunk)
         padded[: z - a] = U[a:z]
         padded[z - a:] = 0.0
-        scores = (padded @ YT)[: z - a]
+        scores = np.matmul(padded, YT, out=buffer)[: z - a]
         if empty is not None:
             scores[empty[a:z]] = -np.inf
         ids[a:z], top[a:z] = topk_block(scores, k, exclude=None if exclude is None else exclude[a:z],
