@@ -25,6 +25,9 @@ _EXPORTS = {
     "SLIMConfig": "dask_rec.models.slim",
     "AssociationRules": "dask_rec.models.rules",
     "AssociationRulesConfig": "dask_rec.models.rules",
+    # other models
+    "ALS": "dask_rec.models.als",
+    "ALSConfig": "dask_rec.models.als",
     # data
     "ingest": "dask_rec.ingestion",
     "open_store": "dask_rec.store",

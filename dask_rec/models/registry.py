@@ -94,6 +94,8 @@ _BUILTIN = (
     ModelEntry("rules", "dask_rec.models.rules:AssociationRules", "dask_rec.AssociationRules",
                "dask_rec.cli._gramian_model_options:add_rules_arguments",
                "dask_rec.cli._gramian_model_options:rules_config_from_args"),
+    ModelEntry("als", "dask_rec.models.als:ALS", "dask_rec.ALS",
+               "dask_rec.cli._als_options:add_als_arguments", "dask_rec.cli._als_options:als_config_from_args"),
 )
 
 #: name -> :class:`ModelEntry`, in registration order.
