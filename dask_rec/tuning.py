@@ -40,8 +40,10 @@ def validation_split(data, *, test_users=None, validation_users=None, target_fra
     Parameters
     ----------
     data : scipy.sparse matrix, InteractionStore or store path
-    test_users : array of int, optional
-        Rows to drop before anything else (held-out test users, never looked at).
+    test_users : int or array of int, optional
+        Rows to drop before anything else (held-out test users, never looked at); an int ``N``
+        holds out the ``N`` users ``split_strong_generalization(data, N, seed=seed)`` holds out
+        (those of ``dask-rec evaluate --test-users N``).
     validation_users : int, optional
         Validation users held out of the remaining users (default: 10%, at most 10,000).
 
@@ -62,6 +64,9 @@ def validation_split(data, *, test_users=None, validation_users=None, target_fra
         raise TypeError(f"data must be a scipy.sparse matrix, a store or a store path; got {type(data).__name__}")
     X = sp.csr_matrix(X)
     rows = np.arange(X.shape[0], dtype=np.int64)
+    if isinstance(test_users, (int, np.integer)) and not isinstance(test_users, bool):
+        test_users = split_strong_generalization(X, n_test_users=int(test_users), seed=seed,
+                                                 target_fraction=target_fraction).test_users
     if test_users is not None:
         drop = np.asarray(test_users, dtype=np.int64).ravel()
         if drop.size and (drop.min() < 0 or drop.max() >= X.shape[0]):
@@ -95,8 +100,9 @@ def tune(data, space=None, *, model="sansa", client=None, metric="ndcg@100", sea
         Every combination, or Optuna's TPE sampler (needs ``optuna``) over ``n_trials`` trials.
     n_trials : int, optional
         Trials of a TPE search (default 20); a grid runs all its points.
-    test_users : array of int, optional
-        Rows of ``data`` held out for the final test: dropped before the split, never read.
+    test_users : int or array of int, optional
+        Rows of ``data`` held out for the final test (or how many, chosen as ``dask-rec evaluate``
+        does): dropped before the split, never read.
     validation_users, target_fraction, seed
         The validation split (see :func:`validation_split`).
     base_config : config, optional

@@ -51,6 +51,14 @@ def test_test_users_never_influence_the_choice(X):
     assert _values(c) != _values(tune(X, space, progress=False))
 
 
+def test_a_number_of_test_users_holds_out_those_of_evaluate(X):
+    rows = split_strong_generalization(X, n_test_users=100, seed=4).test_users
+    by_count, by_rows = validation_split(X, test_users=100, seed=4), validation_split(X, test_users=rows, seed=4)
+    assert np.array_equal(by_count.train_users, by_rows.train_users)
+    assert np.array_equal(by_count.test_users, by_rows.test_users)
+    assert not set(rows) & set(by_count.train_users) and by_count.train.shape[0] == by_count.train_users.size
+
+
 def test_the_gramian_is_computed_once_for_all_trials(X, monkeypatch):
     calls = {"gramian": 0, "trial": 0, "release": 0}
     real = (training.compute_lower_gramian, training.fit_weights_from_lower_gramian, training.release_lower_gramian)

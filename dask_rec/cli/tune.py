@@ -98,15 +98,9 @@ def run(args) -> int:
         raise FileExistsError(f"model {args.refit!r} already exists; pass --overwrite to replace it")
     store = open_store(args.store)
     X = store.to_scipy()
-    test_rows = None
-    if args.test_users:
-        from dask_rec.evaluation import split_strong_generalization
-
-        test_rows = split_strong_generalization(X, n_test_users=args.test_users, seed=args.seed,
-                                                target_fraction=args.target_fraction).test_users
     with cluster_from_args(args) as client:
         result = tune(X, space, model=args.model, client=client, metric=args.metric, search=args.search,
-                      n_trials=args.trials, test_users=test_rows, validation_users=args.validation_users,
+                      n_trials=args.trials, test_users=args.test_users, validation_users=args.validation_users,
                       target_fraction=args.target_fraction, seed=args.seed, concurrency=args.concurrency,
                       patience=args.patience, progress=None if not args.json else False)
         refit = _refit(result, store, args, client) if args.refit else None
