@@ -106,6 +106,29 @@ def test_concurrent_trials_on_a_cluster_equal_in_process_trials(X, local_client)
     assert there.best_params == here.best_params
 
 
+def test_concurrency_is_bounded_by_the_bigmem_worker(X, monkeypatch):
+    from dask_rec import memory_plan, settings
+    from dask_rec.factorize import streamed_factorization_bytes
+
+    seen = {}
+    real = training.compute_lower_gramian
+
+    def keep(*args, **kwargs):
+        seen["lower"] = real(*args, **kwargs)
+        return seen["lower"]
+
+    monkeypatch.setattr(training, "compute_lower_gramian", keep)
+    n_items = X.shape[1]
+    probe = tune(X, {"l2": [10.0], "density": [2e-2]}, concurrency=4, progress=False)
+    assert probe.info["concurrency"] == 4  # this machine's memory holds 4 of these small ones
+    need = streamed_factorization_bytes(n_items, 2e-2, max(seen["lower"].block_nnz))
+    limit = int(2.5 * need / float(settings.get("memory.bigmem-fraction")))
+    monkeypatch.setattr(memory_plan, "memory_limits",
+                        lambda executor: memory_plan.MemoryLimits(limit, limit, 1, True))
+    result = tune(X, {"l2": [10.0, 100.0], "density": [5e-3, 2e-2]}, concurrency=4, progress=False)
+    assert result.info["concurrency"] == 2 and len(result.trials) == 4
+
+
 def test_itemknn_space_equals_separate_fits(X):
     from dask_rec.models.itemknn import ItemKNN, ItemKNNConfig
 
@@ -126,6 +149,21 @@ def test_tpe_search_stays_in_range_and_picks_its_best(X):
     assert result.best["value"] == max(t["value"] for t in result.trials)
     stopped = tune(X, {"l2": [10.0], "density": [2e-2]}, search="tpe", n_trials=10, patience=2, progress=False)
     assert len(stopped.trials) == 1  # one point only: later trials repeat it and are not refitted
+
+
+def test_tpe_patience_stops_the_search(X, monkeypatch):
+    pytest.importorskip("optuna")
+    from dask_rec import tuning
+
+    def fake_trial(self, point):  # each trial worse than the one before: the first stays the best
+        value = 1.0 - len(self.trials) / 100
+        self.trials.append({"params": dict(point), "value": value, "metrics": {}, "fit_seconds": 0.0})
+        return value
+
+    monkeypatch.setattr(tuning._Trials, "trial", fake_trial)
+    result = tune(X, {"l2": [1.0, 1000.0], "density": [5e-3, 2e-2]}, search="tpe", n_trials=30, patience=3,
+                  concurrency=1, progress=False)
+    assert len(result.trials) == 4 and result.best is result.trials[0]
 
 
 def test_tpe_without_optuna_is_one_clear_error(X, monkeypatch):
