@@ -38,6 +38,7 @@ def _cluster(workers):
 
     cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
                            silence_logs=logging.ERROR)
+    logging.getLogger("distributed").setLevel(logging.ERROR)
     return cluster, Client(cluster)
 
 
