@@ -218,6 +218,10 @@ def test_cli_errors(X, tmp_path, capsys):
     store = str(write_store(tmp_path / "s.zarr", X[:200]).path)
     assert main(["tune", store, "--model", "itemknn", "--l2", "1,2"]) == 2
     assert "--l2 does not apply to --model itemknn" in capsys.readouterr().err
+    assert main(["tune", store, "--space", "alpha=1,2"]) == 2
+    assert "--space takes NAME=V1,V2,... with NAME one of l2, density, nnz_per_item" in capsys.readouterr().err
+    assert main(["tune", store, "--l2", "1,2", "--space", "l2=3"]) == 2
+    assert "--space l2: give its values once" in capsys.readouterr().err
     assert main(["tune", store, "--l2", "1,x"]) == 2
     assert "--l2 must be comma-separated float values" in capsys.readouterr().err
     (tmp_path / "bad.json").write_text('{"model": "itemknn", "config": {"k": 0}}')
@@ -227,3 +231,15 @@ def test_cli_errors(X, tmp_path, capsys):
     assert main(["fit", store, str(tmp_path / "m.zarr"), "--config", str(tmp_path / "sansa.json"),
                  "--model", "itemknn"]) == 2
     assert "holds a sansa config, but --model is itemknn" in capsys.readouterr().err
+
+
+def test_cli_space_options_parse_per_model():
+    from dask_rec.cli import build_parser
+    from dask_rec.cli.tune import parse_space
+
+    args = build_parser().parse_args(["tune", "s", "--model", "itemknn", "--knn-k", "20,50",
+                                      "--space", "similarity=cosine,bm25", "--space", "shrinkage=0,10"])
+    assert parse_space(args, "itemknn") == {"k": [20, 50], "similarity": ["cosine", "bm25"], "shrinkage": [0.0, 10.0]}
+    args = build_parser().parse_args(["tune", "s", "--nnz-per-item", "10,40", "--space", "l2=1,100"])
+    assert parse_space(args, "sansa") == {"nnz_per_item": [10.0, 40.0], "l2": [1.0, 100.0]}
+    assert parse_space(build_parser().parse_args(["tune", "s"]), "sansa") is None

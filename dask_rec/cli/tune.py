@@ -35,6 +35,8 @@ def add_parser(subparsers) -> None:
     for name, (option, _) in _OPTIONS.items():
         space.add_argument(option, dest=f"space_{name}", default=None, metavar="V1,V2,...",
                            help=f"values of {name}")
+    space.add_argument("--space", dest="space_items", action="append", default=[], metavar="NAME=V1,V2,...",
+                       help="values of any parameter of the model's space (repeatable), e.g. --space k=50,100")
     p.add_argument("--search", choices=("grid", "tpe"), default="grid",
                    help="grid: every combination; tpe: Optuna's TPE within each list's range (needs optuna)")
     p.add_argument("--trials", type=int, default=None, help="trials of a TPE search (default: 20)")
@@ -77,6 +79,20 @@ def parse_space(args, model: str) -> dict | None:
             raise ValueError(f"{option} must be comma-separated {kind.__name__} values; got {text!r}") from None
         if not values:
             raise ValueError(f"{option} needs at least one value; got {text!r}")
+        space[name] = values
+    for item in getattr(args, "space_items", None) or []:
+        name, sep, text = item.partition("=")
+        name = name.strip().replace("-", "_")
+        if not sep or name not in entry.params:
+            raise ValueError(f"--space takes NAME=V1,V2,... with NAME one of {', '.join(entry.params)} "
+                             f"(--model {model}); got {item!r}")
+        kind = {"int": int, "choice": str}.get(entry.params[name][1], float)
+        try:
+            values = [kind(x.strip()) for x in text.split(",") if x.strip()]
+        except ValueError:
+            raise ValueError(f"--space {name} must be comma-separated {kind.__name__} values; got {text!r}") from None
+        if not values or name in space:
+            raise ValueError(f"--space {name}: give its values once, at least one; got {item!r}")
         space[name] = values
     return space or None
 
