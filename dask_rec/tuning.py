@@ -93,7 +93,7 @@ def tune(data, space=None, *, model="sansa", client=None, metric="ndcg@100", sea
         or ``nnz_per_item``; ItemKNN: ``k``, ``shrinkage``, ``similarity``. Default: the model's.
     model : str, default "sansa"
     client : distributed.Client, optional
-        Run the trials on this cluster (in this process when None).
+        Run the trials on this cluster; when None, on the current client's, else in this process.
     metric : str, default "ndcg@100"
         ``recall@K``, ``ndcg@K`` or ``coverage@K``, maximised.
     search : {"grid", "tpe"}
@@ -132,6 +132,10 @@ def tune(data, space=None, *, model="sansa", client=None, metric="ndcg@100", sea
     base = default_config(entry) if base_config is None else base_config
     split = validation_split(data, test_users=test_users, validation_users=validation_users,
                              target_fraction=target_fraction, seed=seed)
+    if client is None:
+        from .cluster import current_client
+
+        client = current_client()
     executor = executor_for(client)
     progress = sys.stderr.isatty() if progress is None else progress
     ks = tuple(sorted({20, 100, int(cutoff)}))

@@ -172,6 +172,17 @@ def test_tpe_without_optuna_is_one_clear_error(X, monkeypatch):
         tune(X, SPACE, search="tpe")
 
 
+def test_cli_tpe_without_optuna_is_one_line(X, tmp_path, monkeypatch, capsys):
+    from dask_rec.cli import main
+    from dask_rec.store import write_store
+
+    store = str(write_store(tmp_path / "s.zarr", X[:100]).path)
+    monkeypatch.setitem(sys.modules, "optuna", None)
+    assert main(["tune", store, "--search", "tpe"]) == 2
+    assert capsys.readouterr().err.strip() == ("dask-rec tune: error: --search tpe needs Optuna: pip install optuna "
+                                               "(or use --search grid)")
+
+
 @pytest.mark.parametrize("space, kwargs, message", [
     ({"lambda": [1.0]}, {}, "unknown parameter 'lambda'"),
     ({"density": [1e-3], "nnz_per_item": [10]}, {}, "at most one of density, nnz_per_item"),

@@ -114,6 +114,11 @@ def run(args) -> int:
         raise FileExistsError(f"model {args.refit!r} already exists; pass --overwrite to replace it")
     store = open_store(args.store)
     X = store.to_scipy()
+    if args.search == "tpe":
+        try:
+            import optuna  # noqa: F401
+        except ImportError:
+            raise ValueError("--search tpe needs Optuna: pip install optuna (or use --search grid)") from None
     with cluster_from_args(args) as client:
         result = tune(X, space, model=args.model, client=client, metric=args.metric, search=args.search,
                       n_trials=args.trials, test_users=args.test_users, validation_users=args.validation_users,
