@@ -54,13 +54,17 @@ def _warm_up(client):
 
 
 def timing(args) -> dict:
+    from distributed import get_task_stream
+
     from dask_rec import SANSA, SANSAConfig
-    from dask_rec.evaluation import split_strong_generalization
+    from dask_rec.evaluation import evaluate, split_strong_generalization
     from dask_rec.tuning import tune, validation_split
+    from dask_rec.tuning_space import grid_points
 
     X = load_matrix(args.dataset)
     test_rows = split_strong_generalization(X, n_test_users=min(10_000, X.shape[0] // 10), seed=0).test_users
     space = {"l2": _floats(args.l2), "density": _floats(args.density)}
+    out = {"dataset": args.dataset, "workers": args.workers, "grid": space, "runs": []}
     cluster, client = _cluster(args.workers)
     try:
         _warm_up(client)
@@ -70,22 +74,40 @@ def timing(args) -> dict:
         model = SANSA(single_config).fit(split.train, client=client, progress=False)
         _ = model.weights
         single = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        result = tune(X, space, test_users=test_rows, client=client, concurrency=args.concurrency, progress=True)
-        grid = time.perf_counter() - t0
+        out.update({"single_fit_s": round(single, 2), "single_config": [args.single_l2, args.single_density],
+                    "single_stages": model.fit_report_["stage_seconds"]})
+        for concurrency in [int(c) for c in args.concurrency.split(",")]:
+            with get_task_stream(client) as stream:
+                t0 = time.perf_counter()
+                result = tune(X, space, test_users=test_rows, client=client, concurrency=concurrency, progress=True)
+                grid = time.perf_counter() - t0
+            factorize = [(t["worker"], t["startstops"][-1]["stop"] - t["startstops"][-1]["start"])
+                         for t in stream.data if str(t["key"]).startswith("factorize-")]
+            by_worker = {}
+            for worker, seconds in factorize:
+                by_worker[worker] = round(by_worker.get(worker, 0.0) + seconds, 2)
+            run = {"concurrency": result.info["concurrency"], "tune_s": round(grid, 2), "ratio": round(grid / single, 2),
+                   "gramian_s": result.info.get("gramian_seconds"), "factorize_s_by_worker": by_worker,
+                   "trials": [{**t["params"], "fit_s": t["fit_seconds"], "s": t["seconds"],
+                               **{k: round(v, 2) for k, v in t["stage_seconds"].items()},
+                               "ndcg@100": round(t["value"], 4)} for t in result.ordered_trials()]}
+            out["runs"].append(run)
+            print(format_table(run["trials"], ["l2", "density", "fit_s", "factorize", "invert", "s", "ndcg@100"]))
+            print(f"{args.dataset}: single fit {single:.1f} s, {len(result.trials)}-trial grid {grid:.1f} s "
+                  f"(Gramian once {run['gramian_s']} s, {run['concurrency']} at a time): {grid / single:.2f}x; "
+                  f"factorize seconds by worker {by_worker}", flush=True)
+        if args.separate:  # every config fitted from scratch, one after the other (what refit-per-trial costs)
+            t0 = time.perf_counter()
+            for point in grid_points(space):
+                m = SANSA(SANSAConfig(l2=point["l2"], weight_matrix_density=point["density"]))
+                m.fit(split.train, client=client, progress=False)
+                evaluate(m, split.test_history, split.test_targets, client=client)
+            out["separate_fits_s"] = round(time.perf_counter() - t0, 2)
+            print(f"{args.dataset}: the same grid as separate fits, one after the other: {out['separate_fits_s']} s "
+                  f"({out['separate_fits_s'] / single:.2f}x the single fit)", flush=True)
     finally:
         client.close()
         cluster.close()
-    out = {"dataset": args.dataset, "workers": args.workers, "grid": space, "n_trials": len(result.trials),
-           "single_fit_s": round(single, 2), "single_config": [args.single_l2, args.single_density],
-           "single_stages": model.fit_report_["stage_seconds"], "tune_s": round(grid, 2),
-           "ratio": round(grid / single, 2), "gramian_s": result.info.get("gramian_seconds"),
-           "concurrency": result.info["concurrency"],
-           "trials": [{**t["params"], "fit_s": t["fit_seconds"], "s": t["seconds"], "ndcg@100": round(t["value"], 4)}
-                      for t in result.ordered_trials()]}
-    print(format_table(out["trials"], ["l2", "density", "fit_s", "s", "ndcg@100"]))
-    print(f"{args.dataset}: single fit {single:.1f} s, {len(result.trials)}-trial grid {grid:.1f} s "
-          f"(Gramian once {out['gramian_s']} s, {out['concurrency']} at a time): {grid / single:.2f}x")
     return out
 
 
@@ -104,7 +126,7 @@ def accuracy(args) -> dict:
             test = split_strong_generalization(X, n_test_users=min(10_000, X.shape[0] // 10), seed=0)
             t0 = time.perf_counter()
             result = tune(X, space, metric=args.metric, test_users=test.test_users, client=client,
-                          concurrency=args.concurrency, progress=True)
+                          concurrency=int(args.concurrency.split(",")[0]), progress=True)
             tune_s = time.perf_counter() - t0
             model = SANSA(result.best_config).fit(test.train, client=client, progress=False)
             m = evaluate(model.weights, test.test_history, test.test_targets, ks=(20, 100))
@@ -134,7 +156,8 @@ def main():
     p.add_argument("--single-density", type=float, default=5e-4)
     p.add_argument("--metric", default="ndcg@100")
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--concurrency", type=int, default=None)
+    p.add_argument("--concurrency", default="2", help="timing: comma-separated trial concurrencies to run")
+    p.add_argument("--separate", action="store_true", help="timing: also fit the grid's configs one by one")
     p.add_argument("--json", default=None, help="also write the result here")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
