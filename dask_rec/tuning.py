@@ -145,7 +145,7 @@ def tune(data, space=None, *, model="sansa", client=None, metric="ndcg@100", sea
         run.prepare()
         workers = run.concurrency(concurrency, [config_for(entry, base, p) for p in grid_points(space)])
         if search == "grid":
-            points = grid_points(space)
+            points = sorted(grid_points(space), key=_expected_cost, reverse=True)  # longest first: fewer idle slots
             run.total = len(points)
             with ThreadPoolExecutor(max_workers=workers) as pool:
                 for done in as_completed([pool.submit(run.trial, p) for p in points]):
@@ -158,6 +158,12 @@ def tune(data, space=None, *, model="sansa", client=None, metric="ndcg@100", sea
                       info={**run.info, "concurrency": workers, "seconds": round(time.perf_counter() - t0, 3),
                             "n_train_users": int(split.train.shape[0]), "n_validation_users": int(split.test_users.size),
                             "n_items": int(split.train.shape[1])})
+
+
+def _expected_cost(point: dict) -> tuple:
+    """A rough order of trial cost: larger budgets, then smaller λ (more ICF restarts), cost more."""
+    budget = point.get("density", point.get("nnz_per_item", 0))
+    return (budget if isinstance(budget, (int, float)) else 0, -point.get("l2", 0) if "l2" in point else 0)
 
 
 def _import_optuna():
