@@ -37,6 +37,9 @@ _EXPORTS = {
     # evaluation
     "evaluate": "dask_rec.evaluation",
     "split_strong_generalization": "dask_rec.evaluation",
+    # tuning
+    "tune": "dask_rec.tuning",
+    "TuneResult": "dask_rec.tuning",
     # warnings
     "DaskRecWarning": "dask_rec.exceptions",
 }

@@ -14,7 +14,7 @@ import sys
 
 __all__ = ["main", "SUBCOMMANDS"]
 
-SUBCOMMANDS = ("ingest", "fit", "recommend", "evaluate", "demo", "generate")
+SUBCOMMANDS = ("ingest", "fit", "recommend", "evaluate", "tune", "demo", "generate")
 
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
