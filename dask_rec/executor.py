@@ -146,8 +146,9 @@ def bigmem_placement(client) -> dict:
     """``submit`` options that place a task on the big-memory worker.
 
     A worker advertising the ``bigmem`` resource is required when one exists; otherwise the
-    worker with the largest memory limit is preferred (``allow_other_workers`` so that losing it
-    does not stall the job).
+    workers with the largest memory limit are preferred, all of them when several tie (so that
+    concurrent one-task stages, e.g. the trials of ``dask_rec.tune``, spread over a uniform
+    cluster), with ``allow_other_workers`` so that losing them does not stall the job.
     """
     info = client.scheduler_info()
     workers = info.get("workers", {})
@@ -155,8 +156,9 @@ def bigmem_placement(client) -> dict:
         return {"resources": {BIGMEM_RESOURCE: 1}}
     if not workers:
         return {}
-    biggest = max(workers, key=lambda addr: workers[addr].get("memory_limit") or 0)
-    return {"workers": [biggest], "allow_other_workers": True}
+    largest = max(workers[addr].get("memory_limit") or 0 for addr in workers)
+    biggest = sorted(addr for addr in workers if (workers[addr].get("memory_limit") or 0) == largest)
+    return {"workers": biggest, "allow_other_workers": True}
 
 
 def executor_for(client) -> InProcessExecutor | DaskExecutor:

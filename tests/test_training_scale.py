@@ -272,3 +272,20 @@ def test_gowalla_streamed_on_disk_in_many_blocks_is_bit_identical_to_the_assembl
     assert streamed.fit_report_["gramian"]["blocks"] == 28 and streamed.fit_report_["gramian"]["on_disk"]
     monkeypatch.setattr(training, "uses_streamed_gramian", lambda config, compute_gramian=True: False)
     _same(streamed.weights, SANSA(config).fit(X).weights)
+
+
+def test_bigmem_placement_spreads_over_tied_workers_and_prefers_the_resource():
+    from dask_rec.executor import bigmem_placement
+
+    class FakeClient:
+        def __init__(self, workers):
+            self.workers = workers
+
+        def scheduler_info(self):
+            return {"workers": self.workers}
+
+    tied = {"tcp://b": {"memory_limit": 8}, "tcp://a": {"memory_limit": 8}, "tcp://c": {"memory_limit": 4}}
+    assert bigmem_placement(FakeClient(tied)) == {"workers": ["tcp://a", "tcp://b"], "allow_other_workers": True}
+    tied["tcp://c"]["resources"] = {"bigmem": 1}
+    assert bigmem_placement(FakeClient(tied)) == {"resources": {"bigmem": 1}}
+    assert bigmem_placement(FakeClient({})) == {}
