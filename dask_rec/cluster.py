@@ -6,7 +6,7 @@ import contextlib
 import logging
 import os
 
-__all__ = ["client_context", "current_client", "check_workers", "unguarded_main_call"]
+__all__ = ["client_context", "current_client", "fit_executor", "check_workers", "unguarded_main_call"]
 
 logger = logging.getLogger(__name__)
 
@@ -180,3 +180,27 @@ def client_context(client=None, scheduler: str | None = None, *, n_workers: int 
     finally:
         c.close()
         cluster.close()
+
+
+@contextlib.contextmanager
+def fit_executor(client, source):
+    """The executor a model's fit runs on, with the client rules of ``SANSA.fit``.
+
+    ``client``: a ``distributed.Client`` (used as it is), ``"local"`` (a LocalCluster sized to
+    this machine, closed afterwards) or ``None``: the current client if there is one, else a
+    LocalCluster for a store (out-of-core data) and this process for an in-memory matrix
+    (``source`` is a :class:`~dask_rec.blocks.RowBlockSource`).
+    """
+    from .executor import executor_for
+
+    if client is None:
+        client = current_client()
+        if client is None and source.store is not None:
+            client = "local"
+    if isinstance(client, str) and client != "local":
+        raise ValueError(f"client must be a distributed.Client, 'local' or None; got {client!r}")
+    if client is None:
+        yield executor_for(None)
+        return
+    with client_context(None if client == "local" else client) as c:
+        yield executor_for(c)

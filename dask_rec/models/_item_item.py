@@ -25,24 +25,15 @@ __all__ = ["run_fit", "gramian_stage", "ItemItemModel", "binarize_rows", "diagon
 
 
 def run_fit(data, client, stages):
-    """``(stages(source, executor), source, seconds)`` with the client rules of ``SANSA.fit``."""
+    """``(stages(source, executor), source, seconds)`` with the client rules of ``SANSA.fit``
+    (:func:`dask_rec.cluster.fit_executor`)."""
     from dask_rec.blocks import as_row_block_source
-    from dask_rec.cluster import client_context, current_client
-    from dask_rec.executor import executor_for
+    from dask_rec.cluster import fit_executor
 
     source = as_row_block_source(data)
-    if client is None:
-        client = current_client()
-        if client is None and source.store is not None:
-            client = "local"
-    if isinstance(client, str) and client != "local":
-        raise ValueError(f"client must be a distributed.Client, 'local' or None; got {client!r}")
     t0 = time.perf_counter()
-    if client is None:
-        result = stages(source, executor_for(None))
-    else:
-        with client_context(None if client == "local" else client) as c:
-            result = stages(source, executor_for(c))
+    with fit_executor(client, source) as executor:
+        result = stages(source, executor)
     return result, source, round(time.perf_counter() - t0, 3)
 
 

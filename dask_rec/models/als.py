@@ -174,8 +174,7 @@ class ALS(Recommender):
         counts. The blocks do not depend on the workers, so neither do the factors.
         """
         from dask_rec.blocks import as_row_block_source, default_rows_per_block
-        from dask_rec.cluster import client_context, current_client
-        from dask_rec.executor import executor_for
+        from dask_rec.cluster import fit_executor
         from dask_rec.models.popularity import item_counts_of
 
         from .als_fit import run_als
@@ -185,18 +184,9 @@ class ALS(Recommender):
             rows = min(default_rows_per_block(*source.shape[:1], source.nnz), -(-source.shape[0] // MIN_BLOCKS))
             source = as_row_block_source(source.matrix, rows_per_block=max(1, rows))
         counts, _ = item_counts_of(source.store if source.store is not None else source.matrix)
-        if client is None:
-            client = current_client()
-            if client is None and source.store is not None:
-                client = "local"
-        if isinstance(client, str) and client != "local":
-            raise ValueError(f"client must be a distributed.Client, 'local' or None; got {client!r}")
         t0 = time.perf_counter()
-        if client is None:
-            result = run_als(source, executor_for(None), self.config, counts, keep_user_factors)
-        else:
-            with client_context(None if client == "local" else client) as c:
-                result = run_als(source, executor_for(c), self.config, counts, keep_user_factors)
+        with fit_executor(client, source) as executor:
+            result = run_als(source, executor, self.config, counts, keep_user_factors)
         self._set_factors(result["item_factors"], result["user_factors"])
         self.item_vocabulary = source.item_vocabulary
         self.fit_report_ = {"n_items": int(source.shape[1]), "n_users": int(source.shape[0]),
