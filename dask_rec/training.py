@@ -182,12 +182,25 @@ def weights_memory_bytes(n_items: int, budget: int) -> int:
     return int(64 * budget + 64 * n_items)
 
 
-def _scratch_dir(source) -> Path:
+def _scratch_dir(source, executor=None, estimate_bytes: int = 0) -> Path:
+    """Where on-disk Gramian blocks go: ``dask_rec.gramian.scratch-dir``, else beside the store
+    (which every worker reads), else the system's temporary directory when every worker runs on
+    this machine's host; workers on several hosts need a configured directory they all see."""
     configured = settings.get("gramian.scratch-dir")
     if configured:
         return Path(configured)
     if source.store is not None:
         return Path(source.store.path).parent
+    client = getattr(executor, "client", None)
+    if client is not None:
+        from urllib.parse import urlparse
+
+        hosts = {urlparse(addr).hostname for addr in client.scheduler_info().get("workers", {})}
+        if len(hosts) > 1:
+            raise ValueError(
+                f"the Gramian's blocks (up to {gib(estimate_bytes)}) go to disk, and the workers run on "
+                f"{len(hosts)} hosts: set dask_rec.gramian.scratch-dir to a directory they all see "
+                "(or fit from a store, whose directory is used)")
     return Path(tempfile.gettempdir())
 
 
@@ -334,7 +347,7 @@ def _lower_gramian(executor, stages, source, blocks, ordering, limits, density=N
             _require_factorization(n_items, density, largest, limits)
         estimate = ENTRY_BYTES * int(bound.sum())
         on_disk = _lower_gramian_on_disk(estimate, limits)
-        scratch = _scratch_dir(source) if on_disk else None
+        scratch = _scratch_dir(source, executor, estimate) if on_disk else None
         logger.info("gramian: lower triangle of %d items in %d column blocks (at most %s), %s", n_items, len(bounds),
                     gib(estimate), f"written under {scratch}" if on_disk else "kept in memory")
         lower = lower_gramian_stage(executor, ordered, n_items, order, bounds, scratch_dir=scratch, ordering=ordering)

@@ -289,3 +289,20 @@ def test_bigmem_placement_spreads_over_tied_workers_and_prefers_the_resource():
     tied["tcp://c"]["resources"] = {"bigmem": 1}
     assert bigmem_placement(FakeClient(tied)) == {"resources": {"bigmem": 1}}
     assert bigmem_placement(FakeClient({})) == {}
+
+
+def test_in_memory_data_on_workers_of_several_hosts_needs_a_shared_scratch_dir(X, tmp_path):
+    from dask_rec.blocks import as_row_block_source
+
+    class Client:
+        def scheduler_info(self):
+            return {"workers": {"tcp://node-a:4001": {}, "tcp://node-b:4001": {}}}
+
+    class Executor:
+        client = Client()
+
+    source = as_row_block_source(X)
+    with pytest.raises(ValueError, match="2 hosts: set dask_rec.gramian.scratch-dir"):
+        training._scratch_dir(source, Executor(), 2**30)
+    with dask.config.set({"dask_rec.gramian.scratch-dir": str(tmp_path)}):
+        assert training._scratch_dir(source, Executor(), 2**30) == tmp_path
