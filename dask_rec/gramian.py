@@ -259,12 +259,19 @@ def lower_gramian_stage(executor, ordered_blocks: list, n_items: int, order: np.
     """
     from .gramian_store import LowerGramian, create_lower_gramian
 
+    from .gramian_store import remove_lower_gramian
+
     path = None
     if scratch_dir is not None:
         path = create_lower_gramian(scratch_dir, n_items, bounds, order, ordering)
-    handles = reduce_lower_gramian(executor, ordered_blocks, n_items, bounds, path=path)
-    counts = handles if path is not None else executor.map(_nnz, handles, key="gramian-lower-nnz")
-    block_nnz = [int(c) for c in executor.gather(counts)]
+    try:
+        handles = reduce_lower_gramian(executor, ordered_blocks, n_items, bounds, path=path)
+        counts = handles if path is not None else executor.map(_nnz, handles, key="gramian-lower-nnz")
+        block_nnz = [int(c) for c in executor.gather(counts)]
+    except BaseException:
+        if path is not None:  # nothing half-written is left behind
+            remove_lower_gramian(path)
+        raise
     if path is not None:
         executor.release(*handles)
         handles = []

@@ -306,3 +306,22 @@ def test_in_memory_data_on_workers_of_several_hosts_needs_a_shared_scratch_dir(X
         training._scratch_dir(source, Executor(), 2**30)
     with dask.config.set({"dask_rec.gramian.scratch-dir": str(tmp_path)}):
         assert training._scratch_dir(source, Executor(), 2**30) == tmp_path
+
+
+def test_a_gramian_stage_that_fails_midway_leaves_no_blocks_on_disk(X, tmp_path, monkeypatch):
+    from dask_rec import gramian_store
+
+    written, write_block = [], gramian_store.write_block
+
+    def write_then_fail(path, c, block):  # the first block is written, the second finds the disk full
+        if written:
+            raise OSError("No space left on device")
+        written.append(c)
+        return write_block(path, c, block)
+
+    monkeypatch.setattr(gramian_store, "write_block", write_then_fail)
+    with dask.config.set({"dask_rec.gramian.storage": "disk", "dask_rec.gramian.item-block-size": 60,
+                          "dask_rec.gramian.scratch-dir": str(tmp_path)}), \
+            pytest.raises(OSError, match="No space left"):
+        SANSA(CONFIG).fit(X)
+    assert written == [0] and list(tmp_path.iterdir()) == []
