@@ -229,6 +229,9 @@ def fit_weights(source, config, executor, *, compute_gramian: bool = True, progr
     density = effective_density(config.density_for(n_items), n_items)
     limits = memory_limits(executor)
     block_columns = _check_model_memory(limits, n_items, density, config)
+    if not limits.in_process and not limits.per_task:
+        logger.warning("the workers have no memory limit: nothing is planned or checked, and the Gramian is one "
+                       "block (start them with --memory-limit)")
     stages = _Stages(executor, progress, limits)
     t0 = time.perf_counter()
 
