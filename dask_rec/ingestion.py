@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from dask_rec import store as _store
+from dask_rec import settings
 from dask_rec.vocabulary import Vocabulary, id_kind, sorted_unique
 
 __all__ = ["ingest", "DUPLICATE_POLICIES"]
@@ -43,8 +44,6 @@ logger = logging.getLogger(__name__)
 
 DUPLICATE_POLICIES = ("sum", "max", "last")
 _INVALID_POLICIES = ("error", "drop")
-#: Rows per shuffle bucket (``dask_rec.ingestion.bucket-rows``).
-DEFAULT_BUCKET_ROWS = 4_000_000
 #: Rows per partition made from an in-memory pandas or pyarrow input.
 _MEMORY_PARTITION_ROWS = 1_000_000
 
@@ -706,7 +705,7 @@ class _Run:
         # pass 2: split by bucket
         n_workers = max(1, len(c.nthreads()))
         total_rows = int(stats["valid_rows"])
-        bucket_rows = int(dask.config.get("dask_rec.ingestion.bucket-rows", default=DEFAULT_BUCKET_ROWS))
+        bucket_rows = int(settings.get("ingest.bucket-rows"))
         n_target = max(math.ceil(total_rows / bucket_rows), min(2 * n_workers, math.ceil(total_rows / 200_000)))
         bucket_bounds = _store.block_bounds_for(user_counts_pre.to_numpy(),
                                                 block_nnz=max(1, math.ceil(total_rows / max(n_target, 1))))

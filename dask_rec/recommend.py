@@ -36,6 +36,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from dask_rec.executor import executor_for
+from dask_rec import settings
 from dask_rec.kernels.scoring import popularity_order, recommend_block
 
 __all__ = ["recommend_users", "WeightsScorer", "DEFAULT_USERS_PER_BLOCK"]
@@ -127,9 +128,7 @@ def task_threads(executor) -> int:
     ``dask_rec.recommend.threads`` config value or all cores (1 when already inside a task)."""
     if executor.client is not None:
         return 1
-    import dask
-
-    configured = dask.config.get("dask_rec.recommend.threads", default=None)
+    configured = settings.get("recommend.threads")
     if configured:
         return int(configured)
     try:
@@ -205,10 +204,7 @@ def block_bounds(source, users_per_block: int | None) -> np.ndarray:
     if users_per_block is None:
         if is_store(source):
             return np.asarray(source.block_bounds, dtype=np.int64)
-        import dask
-
-        users_per_block = dask.config.get("dask_rec.recommend.users-per-block", default=None)
-        users_per_block = users_per_block or DEFAULT_USERS_PER_BLOCK
+        users_per_block = settings.get("recommend.users-per-block") or DEFAULT_USERS_PER_BLOCK
     users_per_block = int(users_per_block)
     if users_per_block < 1:
         raise ValueError(f"users_per_block must be >= 1; got {users_per_block}")

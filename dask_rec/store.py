@@ -43,6 +43,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from .jsonable import to_jsonable
+from . import settings
 
 __all__ = [
     "InteractionStore",
@@ -53,23 +54,10 @@ __all__ = [
 ]
 
 FORMAT_VERSION = 1
-#: Elements per chunk of ``matrix/indices`` and ``matrix/data`` (1 MiB at 4 bytes each).
-NNZ_CHUNK = 1 << 18
 #: Rows per chunk of ``matrix/indptr``.
 INDPTR_CHUNK = 1 << 16
 #: Elements per chunk of the vocabulary and ``item_counts`` arrays.
 VECTOR_CHUNK = 1 << 20
-#: Default number of non-zeros per row block (about 8 MB of indices and data).
-DEFAULT_BLOCK_NNZ = 1_000_000
-
-
-def _config(key: str, default):
-    try:
-        import dask
-
-        return dask.config.get(f"dask_rec.{key}", default=default)
-    except ImportError:  # pragma: no cover - dask is a core dependency
-        return default
 
 
 def _local_path(path) -> Path:
@@ -317,7 +305,7 @@ def create_layout(root: Path, n_users: int, n_items: int, nnz: int) -> None:
 
 def nnz_chunk() -> int:
     """Chunk length of ``indices`` and ``data`` (``dask_rec.store.nnz-chunk``)."""
-    return int(_config("store.nnz-chunk", NNZ_CHUNK))
+    return int(settings.get("store.nnz-chunk"))
 
 
 def write_vocabulary(root: Path, name: str, vocabulary) -> None:
@@ -443,7 +431,7 @@ def block_bounds_for(row_nnz: np.ndarray, *, rows_per_block: int | None = None,
         if isinstance(rows_per_block, bool) or int(rows_per_block) != rows_per_block or rows_per_block < 1:
             raise ValueError(f"rows_per_block must be a positive integer; got {rows_per_block!r}")
         return np.unique(np.append(np.arange(0, n, int(rows_per_block), dtype=np.int64), n))
-    target = int(block_nnz if block_nnz is not None else _config("store.block-nnz", DEFAULT_BLOCK_NNZ))
+    target = int(block_nnz if block_nnz is not None else settings.get("store.block-nnz"))
     if target < 1:
         raise ValueError(f"block_nnz must be >= 1; got {target}")
     csum = np.cumsum(np.asarray(row_nnz, dtype=np.int64))
