@@ -45,6 +45,7 @@ __all__ = [
     "similar_items_block",
     "popularity_order",
     "popularity_topk_block",
+    "run_chunks",
     "score_block_naive",
     "topk_block_naive",
     "recommend_block_naive",
@@ -506,11 +507,11 @@ def recommend_block(X_block, W1, W2, k: int, exclude_seen: bool = True, allowed=
                           ex_ptr[a:b + 1] if use_ex else ex_ptr, ex_ind, use_ex, allowed,
                           use_allowed, ids[a:b], top[a:b])
 
-    _run_chunks(run, X.shape[0], n_threads)
+    run_chunks(run, X.shape[0], n_threads)
     return ids, top
 
 
-def _run_chunks(run, n_rows: int, n_threads: int, min_rows: int = 64) -> None:
+def run_chunks(run, n_rows: int, n_threads: int, min_rows: int = 64) -> None:
     """Call ``run(a, b)`` over row chunks, on ``n_threads`` threads when that is worth it."""
     n_threads = max(1, int(n_threads))
     n_chunks = min(4 * n_threads, max(1, n_rows // min_rows)) if n_threads > 1 else 1

@@ -114,7 +114,7 @@ class ALSScorer:
 
         A user without a stored value > 0 has no candidates (padding only).
         """
-        from dask_rec.kernels.scoring import _run_chunks
+        from dask_rec.kernels.scoring import run_chunks
 
         X = sp.csr_matrix(X_block)
         b = X.shape[0]
@@ -130,7 +130,7 @@ class ALSScorer:
             ids[a:z], top[a:z] = score_topk(U, self.item_factors, k, exclude=rows if exclude_seen else None,
                                             allowed=allowed, empty=empty)
 
-        _run_chunks(run, b, n_threads)
+        run_chunks(run, b, n_threads)
         return ids, top
 
 
