@@ -208,10 +208,10 @@ def test_recommend_block_chunked_scan_on_many_items(seed, n, k, use_allowed, wit
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.integers(0, 2**32 - 1), st.integers(1, 12), st.booleans())
-def test_recommend_block_reads_only_touched_chunks_of_a_large_catalog(seed, k, exclude_seen):
-    # thousands of items, each user reaching a few scattered chunks of 64: the untouched chunks
-    # are passed over unread, negative scores must still rank, and every buffer is left clean
-    # for the next user (a stale score would leak into the next row)
+def test_recommend_block_on_a_sparse_corner_of_a_large_catalog(seed, k, exclude_seen):
+    # thousands of items, each user reaching a few scattered chunks of 64: most chunks hold no
+    # score, negative scores must still rank, and every buffer is left clean for the next user
+    # (a stale score would leak into the next row)
     rng = np.random.default_rng(seed)
     n = 2500
     X = _sparse(rng, (9, n), 0.003)
