@@ -59,10 +59,6 @@ def _grouped_gramians(kernel, start, stop, *blocks):
     return parts[0] if len(parts) == 1 else sum_gramians(parts)
 
 
-def _gramian_columns(X_block, start, stop):
-    return block_gramian(X_block, start, stop)
-
-
 def _upper_rows(rows_and_columns, start, stop):
     """Lower-triangle columns of one ordered row block, given as ``(csr, csc)``."""
     from .kernels.gramian import upper_gramian_rows
@@ -92,7 +88,7 @@ def reduce_gramian(executor, block_handles: list, n_items: int, *, bounds=None, 
     fan_in = _fan_in(fan_in)
     if bounds is None:
         bounds = item_column_blocks(n_items, item_block_size)
-    return [(start, stop, _reduce_blocks(executor, _gramian_columns, block_handles, start, stop, fan_in,
+    return [(start, stop, _reduce_blocks(executor, block_gramian, block_handles, start, stop, fan_in,
                                          f"gramian-block-{start}", True))
             for start, stop in bounds]
 

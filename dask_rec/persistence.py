@@ -35,6 +35,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from .exceptions import ModelFileError
+from .jsonable import to_jsonable
+
 
 __all__ = ["save_model", "load_model", "write_csr_group", "read_csr_group", "write_array", "read_array",
            "open_model_root", "open_member", "read_item_vocabulary", "item_vocabulary_attrs", "MODEL_FORMAT_VERSION"]
@@ -237,7 +239,7 @@ def save_model(model, path, *, overwrite: bool = False) -> str:
             "dask_rec_version": __version__,
             "config": config_to_dict(model.config),
             "n_items": int(model.n_items),
-            "fit_report": json.loads(json.dumps(model.fit_report_, default=_jsonable)),
+            "fit_report": json.loads(json.dumps(to_jsonable(model.fit_report_), default=str)),
             **item_vocabulary_attrs(model),
         })
         if on_cluster:  # the workers write the weights; they never travel through this process
@@ -279,11 +281,3 @@ def load_model(path):
     model.fit_report_ = attrs.get("fit_report", {})
     model.item_vocabulary = read_item_vocabulary(path, model.n_items, attrs)
     return model
-
-
-def _jsonable(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return str(value)
