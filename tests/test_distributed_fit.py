@@ -134,11 +134,13 @@ def test_lost_worker_during_umr_gives_the_same_model(yelp, yelp_in_process):
             deadline = time.time() + 120
             while time.time() < deadline and not killed:
                 for addr, keys in client.processing().items():
-                    if any(str(k).startswith("umr-update") for k in keys):
+                    # any of the UMR stage's column-block tasks (the stage is a few seconds now, and
+                    # the update rounds alone were sometimes missed between two looks)
+                    if any(str(k).startswith(("umr-initial", "umr-update", "umr-prune", "umr-residual")) for k in keys):
                         os.kill(pids[addr], signal.SIGKILL)
                         killed.append(addr)
                         return
-                time.sleep(0.02)
+                time.sleep(0.005)
 
         thread = threading.Thread(target=killer, daemon=True)
         thread.start()
