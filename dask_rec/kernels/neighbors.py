@@ -176,7 +176,10 @@ def neighbours_block(gramian_block, col_start: int, diagonal, k: int, similarity
     nnz = _neighbours_kernel(G.indptr.astype(np.int64), G.indices.astype(np.int64), G.data, int(col_start),
                              np.asarray(diagonal, dtype=np.float64), int(k), _MODES[similarity], float(shrinkage),
                              out_ptr, out_ind, out_val)
-    return sp.csr_matrix((out_val[:nnz].astype(np.float32), out_ind[:nnz], out_ptr), shape=(width, n_items))
+    S = sp.csr_matrix((out_val[:nnz].astype(np.float32), out_ind[:nnz], out_ptr), shape=(width, n_items))
+    S.has_sorted_indices = False
+    S.sort_indices()  # the kernel writes each row's entries unordered
+    return S
 
 
 def neighbours_block_naive(gramian_block, col_start: int, diagonal, k: int, similarity: str = "cosine",
@@ -242,21 +245,45 @@ def _worse(v, i, w, j):
     return v < w or (v == w and i > j)
 
 
-@njit(inline="always")
-def _sift_down(heap_v, heap_i, size, pos):
+@njit
+def _keep_best(vals, idx, n, k):
+    """Reorder ``vals[:n], idx[:n]`` so that the ``k`` best (value, then lower index) come first,
+    in no particular order (quickselect with a median-of-three pivot); returns the k-th best."""
+    lo, hi = 0, n - 1
     while True:
-        low = pos
-        left = 2 * pos + 1
-        right = left + 1
-        if left < size and _worse(heap_v[left], heap_i[left], heap_v[low], heap_i[low]):
-            low = left
-        if right < size and _worse(heap_v[right], heap_i[right], heap_v[low], heap_i[low]):
-            low = right
-        if low == pos:
-            return
-        heap_v[pos], heap_v[low] = heap_v[low], heap_v[pos]
-        heap_i[pos], heap_i[low] = heap_i[low], heap_i[pos]
-        pos = low
+        if hi - lo < 2:
+            if hi > lo and _worse(vals[lo], idx[lo], vals[hi], idx[hi]):
+                vals[lo], vals[hi] = vals[hi], vals[lo]
+                idx[lo], idx[hi] = idx[hi], idx[lo]
+            return vals[k - 1], idx[k - 1]
+        mid = (lo + hi) // 2  # median of three to the middle, best first
+        if _worse(vals[lo], idx[lo], vals[mid], idx[mid]):
+            vals[lo], vals[mid] = vals[mid], vals[lo]
+            idx[lo], idx[mid] = idx[mid], idx[lo]
+        if _worse(vals[lo], idx[lo], vals[hi], idx[hi]):
+            vals[lo], vals[hi] = vals[hi], vals[lo]
+            idx[lo], idx[hi] = idx[hi], idx[lo]
+        if _worse(vals[mid], idx[mid], vals[hi], idx[hi]):
+            vals[mid], vals[hi] = vals[hi], vals[mid]
+            idx[mid], idx[hi] = idx[hi], idx[mid]
+        pv, pi = vals[mid], idx[mid]
+        a, b = lo, hi
+        while a <= b:  # Hoare partition: better than the pivot to the left
+            while _worse(pv, pi, vals[a], idx[a]):
+                a += 1
+            while _worse(vals[b], idx[b], pv, pi):
+                b -= 1
+            if a <= b:
+                vals[a], vals[b] = vals[b], vals[a]
+                idx[a], idx[b] = idx[b], idx[a]
+                a += 1
+                b -= 1
+        if k - 1 <= b:
+            hi = b
+        elif k - 1 >= a:
+            lo = a
+        else:
+            return vals[k - 1], idx[k - 1]
 
 
 @njit(nogil=True, cache=True)
@@ -267,8 +294,8 @@ def _fused_kernel(r_ptr, r_ind, r_val, c_ptr, c_ind, c_val, col_start, col_stop,
     acc = np.zeros(n_items)
     seen = np.zeros(n_items, np.bool_)
     touched = np.empty(n_items, np.int64)
-    heap_v = np.empty(k)
-    heap_i = np.empty(k, np.int64)
+    buf_v = np.empty(2 * k)
+    buf_i = np.empty(2 * k, np.int64)
     nnz = 0
     for j in range(col_start, col_stop):
         m = 0
@@ -282,8 +309,11 @@ def _fused_kernel(r_ptr, r_ind, r_val, c_ptr, c_ind, c_val, col_start, col_stop,
                     touched[m] = i
                     m += 1
                 acc[i] += x_uj * r_val[q]
+        # the k best (value, then lower index) through a buffer of 2k: when it is full, its k best
+        # are kept and the k-th of them becomes the bar a new candidate must pass
         size = 0
-        for t in range(m):  # keep the k best (value, then lower index) in a min-heap of the worst kept
+        bar_v, bar_i = -np.inf, n_items
+        for t in range(m):
             i = touched[t]
             g = acc[i]
             acc[i] = 0.0
@@ -295,29 +325,22 @@ def _fused_kernel(r_ptr, r_ind, r_val, c_ptr, c_ind, c_val, col_start, col_stop,
             else:
                 denom = 1.0 + shrinkage
             sim = g / denom if denom > 0 else 0.0
-            if sim == 0:
+            if sim == 0 or sim < bar_v or (sim == bar_v and i > bar_i):
                 continue
-            if size < k:
-                pos = size
-                heap_v[pos] = sim
-                heap_i[pos] = i
-                size += 1
-                while pos > 0:  # sift up
-                    parent = (pos - 1) // 2
-                    if _worse(heap_v[pos], heap_i[pos], heap_v[parent], heap_i[parent]):
-                        heap_v[pos], heap_v[parent] = heap_v[parent], heap_v[pos]
-                        heap_i[pos], heap_i[parent] = heap_i[parent], heap_i[pos]
-                        pos = parent
-                    else:
-                        break
-            elif _worse(heap_v[0], heap_i[0], sim, i):
-                heap_v[0] = sim
-                heap_i[0] = i
-                _sift_down(heap_v, heap_i, size, 0)
-        order = np.argsort(heap_i[:size])  # each row's entries by item index
-        for t in range(size):
-            out_ind[nnz + t] = heap_i[order[t]]
-            out_val[nnz + t] = heap_v[order[t]]
+            if size == 2 * k:
+                bar_v, bar_i = _keep_best(buf_v, buf_i, size, k)
+                size = k
+                if sim < bar_v or (sim == bar_v and i > bar_i):
+                    continue
+            buf_v[size] = sim
+            buf_i[size] = i
+            size += 1
+        if size > k:
+            _keep_best(buf_v, buf_i, size, k)
+            size = k
+        for t in range(size):  # in no particular order: the caller sorts each row's indices
+            out_ind[nnz + t] = buf_i[t]
+            out_val[nnz + t] = buf_v[t]
         nnz += size
         out_ptr[j - col_start + 1] = nnz
     return nnz
@@ -328,7 +351,7 @@ def neighbours_from_rows(X_rows, X_cols, col_start: int, col_stop: int, diagonal
     """Rows ``col_start:col_stop`` of the neighbour matrix S, straight from the interactions.
 
     Each Gramian column ``G[:, j] = Σ_u x_uj · X[u, :]`` is accumulated in a dense array from the
-    users of item ``j`` and reduced at once to its ``k`` best similarities (a heap of size ``k``),
+    users of item ``j`` and reduced at once to its ``k`` best similarities (a buffer of ``2k``),
     so the Gramian is never stored: the same result as :func:`neighbours_block` on the Gramian's
     column block (up to the order of float64 summation), in a fraction of the time and memory.
 
@@ -362,4 +385,7 @@ def neighbours_from_rows(X_rows, X_cols, col_start: int, col_stop: int, diagonal
                         C.data.astype(np.float64, copy=False), int(col_start), int(col_stop),
                         np.asarray(diagonal, dtype=np.float64), int(k), _MODES[similarity], float(shrinkage),
                         out_ptr, out_ind, out_val)
-    return sp.csr_matrix((out_val[:nnz].astype(np.float32), out_ind[:nnz], out_ptr), shape=(width, n_items))
+    S = sp.csr_matrix((out_val[:nnz].astype(np.float32), out_ind[:nnz], out_ptr), shape=(width, n_items))
+    S.has_sorted_indices = False
+    S.sort_indices()  # the kernel writes each row's entries unordered
+    return S
