@@ -29,12 +29,16 @@ def numpy_ease(X, l2):
 
 
 @pytest.mark.parametrize("dtype,tol", [("float64", 1e-12), ("float32", 2e-6)])
-def test_weights_equal_dense_numpy_over_column_blocks(dtype, tol, monkeypatch):
+@pytest.mark.parametrize("tiled", [False, True])
+def test_weights_equal_dense_numpy_over_column_blocks(dtype, tol, tiled, monkeypatch):
     import dask
 
     import dask_rec.kernels.ease as kernel
 
     monkeypatch.setattr(kernel, "BAND", 7)  # several bands in the copy and the scaling
+    if tiled:  # the tile-by-tile inverse of large catalogs, on ragged tiles of 8 rows
+        monkeypatch.setattr(kernel, "DIRECT_BYTES", 0)
+        monkeypatch.setattr(kernel, "TILE", 8)
     X = small_interactions(3, n_users=300, n_items=45, density=0.2)
     with dask.config.set({"dask_rec.gramian.item-block-size": 10}):
         B = EASE(EASEConfig(l2=5.0, dtype=dtype)).fit(X).weights_

@@ -73,32 +73,40 @@ def _cholesky_solve(A, b, x):
 
 
 @numba.njit(**_JIT)
-def _cholesky_row(lo, hi, indices, data, Y, G, alpha, A, b, x):
-    """Solve one row's system ``(G + sum_e (c_e - 1) y_e y_e^T) x = sum_e c_e y_e`` (entries ``lo:hi``).
-
-    Returns 1 when solved, 0 when the row has no stored value > 0 (x = 0), -1 when not SPD.
-    """
-    k = G.shape[0]
-    b[:] = 0.0
-    for i in range(k):
-        for j in range(i + 1):
-            A[i, j] = G[i, j]
+def _gather_row(lo, hi, indices, data, Y, alpha, Yu, Cu, pos):
+    """The row's stored values > 0: their item factors into ``Yu`` (float64), confidences into
+    ``Cu`` and items into ``pos``; returns their number ``m``."""
+    k = Y.shape[1]
     m = 0
     for e in range(lo, hi):
         v = data[e]
         if v <= 0:
             continue
-        m += 1
-        c = 1.0 + alpha * v
         y = Y[indices[e]]
-        for i in range(k):
-            b[i] += c * y[i]
-            wi = (c - 1.0) * y[i]
-            for j in range(i + 1):
-                A[i, j] += wi * y[j]
+        for j in range(k):
+            Yu[m, j] = y[j]
+        Cu[m] = 1.0 + alpha * v
+        pos[m] = indices[e]
+        m += 1
+    return m
+
+
+@numba.njit(**_JIT)
+def _cholesky_row(m, Yu, Cu, G, A, x):
+    """Solve one row's system ``(G + Y_u^T (C_u - I) Y_u) x = Y_u^T c_u`` from its gathered
+    ``m`` items (:func:`_gather_row`); the two products are BLAS calls.
+
+    Returns 1 when solved, 0 when the row has no stored value > 0 (x = 0), -1 when not SPD.
+    """
     if m == 0:
         x[:] = 0.0
         return 0
+    Y_m = Yu[:m]
+    Z = np.empty_like(Y_m)
+    for a in range(m):
+        Z[a] = (Cu[a] - 1.0) * Y_m[a]
+    A[:, :] = G + np.dot(Z.T, Y_m)
+    b = np.dot(Cu[:m], Y_m)
     if not _cholesky_solve(A, b, x):
         x[:] = 0.0
         return -1
@@ -112,64 +120,41 @@ def _fold_in_kernel(indptr, indices, data, Y, W, G, alpha, X):
     With ``W = Y G^-1`` (precomputed once per model) and a user's ``m`` items ``Y_u``, ``W_u``,
     ``C_u``: ``x = g - W_u^T (D^-1 + Y_u W_u^T)^-1 Y_u g`` with ``g = W_u^T c`` and
     ``D = C_u - I``, an ``m x m`` solve instead of ``k x k`` (used when ``m < k`` and every
-    ``c > 1``).
+    ``c > 1``). The products over the row's items are BLAS calls on its gathered factors.
     """
     n, k = X.shape
+    longest = 0
+    for u in range(n):
+        longest = max(longest, indptr[u + 1] - indptr[u])
+    Yu = np.empty((max(longest, 1), k))
+    Wu = np.empty((min(max(longest, 1), k), k))
+    Cu = np.empty(max(longest, 1))
+    pos = np.empty(max(longest, 1), np.int64)
     A = np.empty((k, k))
-    b = np.empty(k)
     x = np.empty(k)
-    S = np.empty((k, k))
-    h = np.empty(k)
-    t = np.empty(k)
-    pos = np.empty(k, np.int64)
-    conf = np.empty(k)
     failed = -1
     for u in range(n):
-        lo, hi = indptr[u], indptr[u + 1]
-        m = 0
-        woodbury = True
-        for e in range(lo, hi):
-            v = data[e]
-            if v <= 0:
-                continue
-            if m + 1 >= k or alpha * v <= 0:
+        m = _gather_row(indptr[u], indptr[u + 1], indices, data, Y, alpha, Yu, Cu, pos)
+        woodbury = 0 < m < k
+        for a in range(m):
+            if Cu[a] <= 1.0:
                 woodbury = False
-                break
-            pos[m] = indices[e]
-            conf[m] = 1.0 + alpha * v
-            m += 1
-        if not woodbury:
-            if _cholesky_row(lo, hi, indices, data, Y, G, alpha, A, b, x) < 0 and failed < 0:
-                failed = u
-        elif m == 0:
-            x[:] = 0.0
-        else:
-            x[:] = 0.0  # x = g first
+        solved = False
+        if woodbury:
             for a in range(m):
-                w = W[pos[a]]
-                for j in range(k):
-                    x[j] += conf[a] * w[j]
+                Wu[a] = W[pos[a]]
+            Y_m, W_m = Yu[:m], Wu[:m]
+            g = np.dot(Cu[:m], W_m)
+            h = np.dot(Y_m, g)
+            S = np.dot(Y_m, W_m.T)
             for a in range(m):
-                y = Y[pos[a]]
-                s = 0.0
-                for j in range(k):
-                    s += y[j] * x[j]
-                h[a] = s
-                for c2 in range(a + 1):
-                    w = W[pos[c2]]
-                    s = 0.0
-                    for j in range(k):
-                        s += y[j] * w[j]
-                    S[a, c2] = s
-                S[a, a] += 1.0 / (conf[a] - 1.0)
-            if not _cholesky_solve(S[:m, :m], h[:m], t[:m]):
-                if _cholesky_row(lo, hi, indices, data, Y, G, alpha, A, b, x) < 0 and failed < 0:
-                    failed = u
-            else:
-                for a in range(m):
-                    w = W[pos[a]]
-                    for j in range(k):
-                        x[j] -= t[a] * w[j]
+                S[a, a] += 1.0 / (Cu[a] - 1.0)
+            t = np.empty(m)
+            if _cholesky_solve(S, h, t):
+                x[:] = g - np.dot(t, W_m)
+                solved = True
+        if not solved and _cholesky_row(m, Yu, Cu, G, A, x) < 0 and failed < 0:
+            failed = u
         for j in range(k):
             X[u, j] = x[j]
     return failed

@@ -5,10 +5,16 @@ EASE (Steck, 2019) minimises ``‖X − XB‖²_F + λ‖B‖²_F`` subject to `
 ``B_ij = −P_ij / P_jj`` off the diagonal and 0 on it.
 
 :func:`ease_weights` assembles the dense ``G + λI`` from the Gramian's sparse column blocks,
-inverts it through its Cholesky factor in place (LAPACK ``potrf`` then ``potri``: about ``n³``
-flops, half of a general ``inv``), copies the computed triangle onto the other one band by band
-and scales the columns in place, so the solve holds one dense ``n × n`` array (plus the sparse
-blocks). :func:`dense_bytes` is that array's size, for the memory check made before the fit.
+inverts it through its Cholesky factor in place (about ``n³`` flops, half of a general ``inv``),
+copies the computed triangle onto the other one band by band and scales the columns in place, so
+the solve holds one dense ``n × n`` array (plus the sparse blocks). :func:`dense_bytes` is that
+array's size, for the memory check made before the fit.
+
+Up to :data:`DIRECT_BYTES` (4 GiB) the inverse is two LAPACK calls on the whole matrix
+(``potrf`` then ``potri``; measured fine up to 24,915 items in float32). Above, SciPy's bundled
+OpenBLAS is not trusted: at 40,981 items (6.3 GiB) its ``potrf`` died with a segmentation fault.
+Larger matrices go through :func:`dask_rec.kernels.tiled_inverse.spd_inverse_lower`, the same
+algorithm on tiles of 2048 rows (about twice as slow on this machine, and no crash).
 """
 
 from __future__ import annotations
@@ -18,11 +24,14 @@ import scipy.sparse as sp
 from scipy.linalg import lapack
 
 from .neighbors import gramian_columns
+from .tiled_inverse import TILE, spd_inverse_lower
 
-__all__ = ["ease_weights", "dense_bytes", "ease_scores", "BAND"]
+__all__ = ["ease_weights", "dense_bytes", "ease_scores", "BAND", "DIRECT_BYTES"]
 
 #: Rows per band when copying the inverse's triangle and scaling (bounded temporaries).
 BAND = 1024
+#: Largest dense matrix (bytes) inverted by whole-matrix LAPACK calls; larger ones go tile by tile.
+DIRECT_BYTES = 2**32
 
 
 def dense_bytes(n_items: int, dtype="float32") -> int:
@@ -30,7 +39,8 @@ def dense_bytes(n_items: int, dtype="float32") -> int:
     return int(n_items) ** 2 * np.dtype(dtype).itemsize
 
 
-def ease_weights(blocks, starts, n_items: int, l2: float, dtype="float32") -> np.ndarray:
+def ease_weights(blocks, starts, n_items: int, l2: float, dtype="float32", direct_bytes: int | None = None,
+                 tile: int | None = None) -> np.ndarray:
     """EASE's ``B`` (C order, ``dtype``) from the column blocks ``G[:, a:b]`` starting at ``starts``.
 
     Parameters
@@ -44,6 +54,9 @@ def ease_weights(blocks, starts, n_items: int, l2: float, dtype="float32") -> np
         λ > 0, added to the diagonal.
     dtype : {"float32", "float64"}
         Precision of the dense solve.
+    direct_bytes, tile : int, optional
+        Matrices of more than ``direct_bytes`` (default :data:`DIRECT_BYTES`) are inverted tile
+        by tile, in tiles of ``tile`` rows (default :data:`~dask_rec.kernels.tiled_inverse.TILE`).
 
     Raises
     ------
@@ -59,6 +72,23 @@ def ease_weights(blocks, starts, n_items: int, l2: float, dtype="float32") -> np
             piece = block[:, c:c + BAND]
             A[:, start + c:start + c + piece.shape[1]] = piece.toarray()
     A[np.diag_indices(n_items)] += dtype.type(l2)
+    if A.nbytes > (DIRECT_BYTES if direct_bytes is None else direct_bytes):
+        try:
+            P = spd_inverse_lower(A, TILE if tile is None else tile)  # lower triangle valid, in A's memory
+        except np.linalg.LinAlgError as exc:
+            raise np.linalg.LinAlgError(f"G + λI: {exc}; raise l2") from None
+    else:
+        P = _lapack_inverse_lower(A)
+    _symmetrize_lower(P)
+    d = P.diagonal().copy()
+    for a in range(0, n_items, BAND):
+        P[a:a + BAND] /= -d  # B_ij = −P_ij / P_jj
+    P[np.diag_indices(n_items)] = 0
+    return np.ascontiguousarray(P)
+
+
+def _lapack_inverse_lower(A: np.ndarray) -> np.ndarray:
+    """``A⁻¹`` (lower triangle valid) by LAPACK ``potrf`` + ``potri`` on the whole matrix, in place."""
     potrf, potri = lapack.get_lapack_funcs(("potrf", "potri"), (A,))
     # A is symmetric and C-ordered, so A.T is the same matrix in Fortran order: LAPACK works in place
     # on its upper triangle, which is A's lower one.
@@ -68,13 +98,7 @@ def ease_weights(blocks, starts, n_items: int, l2: float, dtype="float32") -> np
     inverse, info = potri(factor, lower=0, overwrite_c=1)
     if info != 0:
         raise np.linalg.LinAlgError(f"the Cholesky inverse failed (LAPACK info {info})")
-    P = inverse.T  # the same memory as A when LAPACK worked in place
-    _symmetrize_lower(P)
-    d = P.diagonal().copy()
-    for a in range(0, n_items, BAND):
-        P[a:a + BAND] /= -d  # B_ij = −P_ij / P_jj
-    P[np.diag_indices(n_items)] = 0
-    return np.ascontiguousarray(P)
+    return inverse.T  # the same memory as A when LAPACK worked in place
 
 
 def _symmetrize_lower(P: np.ndarray) -> None:
