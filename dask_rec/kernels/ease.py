@@ -10,11 +10,12 @@ copies the computed triangle onto the other one band by band and scales the colu
 the solve holds one dense ``n × n`` array (plus the sparse blocks). :func:`dense_bytes` is that
 array's size, for the memory check made before the fit.
 
-Up to :data:`DIRECT_BYTES` (4 GiB) the inverse is two LAPACK calls on the whole matrix
-(``potrf`` then ``potri``; measured fine up to 24,915 items in float32). Above, SciPy's bundled
-OpenBLAS is not trusted: at 40,981 items (6.3 GiB) its ``potrf`` died with a segmentation fault.
-Larger matrices go through :func:`dask_rec.kernels.tiled_inverse.spd_inverse_lower`, the same
-algorithm on tiles of 2048 rows (about twice as slow on this machine, and no crash).
+Up to :data:`DIRECT_BYTES` (2 GiB: 23,170 items in float32) the inverse is two LAPACK calls on
+the whole matrix (``potrf`` then ``potri``). Above, SciPy's bundled OpenBLAS (0.3.30, 32-bit
+integers) is not trusted: here its ``spotrf`` dies with a segmentation fault within seconds from
+26,500 items (2.8e9 bytes; fine at 26,100) and ``dpotrf`` at 20,000 (3.2e9 bytes), on any SPD
+input. Larger matrices go through :func:`dask_rec.kernels.tiled_inverse.spd_inverse_lower`, the
+same algorithm on tiles of 2048 rows (about twice as slow on this machine, and no crash).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ __all__ = ["ease_weights", "dense_bytes", "ease_scores", "BAND", "DIRECT_BYTES"]
 #: Rows per band when copying the inverse's triangle and scaling (bounded temporaries).
 BAND = 1024
 #: Largest dense matrix (bytes) inverted by whole-matrix LAPACK calls; larger ones go tile by tile.
-DIRECT_BYTES = 2**32
+DIRECT_BYTES = 2**31
 
 
 def dense_bytes(n_items: int, dtype="float32") -> int:
