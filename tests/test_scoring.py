@@ -352,3 +352,28 @@ def test_agrees_with_reference_sansa_recommend(rng):
     ids, top = recommend_block(X, W1, W2, k)
     np.testing.assert_allclose(top, ref_scores, rtol=1e-5)
     np.testing.assert_array_equal(ids, ref_ids)
+
+
+@pytest.mark.parametrize("tile", [1, 7, 50, 64])
+def test_topk_accumulator_over_item_ranges_equals_topk_block(tile):
+    """Scores offered one item range at a time select what topk_block selects on whole rows,
+    ties (rounded scores), exclusions, the allowed mask, -inf and NaN included."""
+    from dask_rec.kernels.scoring import TopKAccumulator, topk_block
+
+    rng = np.random.default_rng(tile)
+    b, n, k = 9, 64, 6
+    scores = np.round(rng.normal(size=(b, n)), 1).astype(np.float32)  # many ties
+    scores[0, :] = -np.inf
+    scores[1, ::3] = np.nan
+    exclude = sp.random(b, n, density=0.3, format="csr", random_state=tile)
+    allowed = rng.random(n) < 0.8
+    for kwargs in ({}, {"exclude": exclude}, {"exclude": exclude, "allowed": allowed}):
+        acc = TopKAccumulator(b, k, n, **kwargs)
+        for t0 in range(0, n, tile):
+            acc.offer(scores[:, t0:t0 + tile], t0)
+        got = acc.result()
+        want = topk_block(scores, k, **kwargs)
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])
+    with pytest.raises(ValueError, match="do not fit"):
+        TopKAccumulator(b, k, n).offer(scores[:, :10], n - 5)

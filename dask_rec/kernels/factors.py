@@ -17,6 +17,8 @@ __all__ = ["factor_gramian", "init_factors", "row_losses", "observed_losses", "s
 _JIT = dict(nogil=True, cache=True, fastmath=True)
 #: Rows per seeded chunk of the initial factors (fixed, so that the init does not depend on blocks).
 INIT_CHUNK = 4096
+#: Items per block of scores in :func:`score_topk` (with 128 rows: 1 MiB of float32, cache-sized).
+ITEM_TILE = 2048
 
 
 def _csr(X, name):
@@ -87,31 +89,37 @@ def init_factors(start: int, stop: int, factors: int, seed: int, stream: int) ->
     return out
 
 
-def score_topk(U, Y, k: int, exclude=None, allowed=None, empty=None, chunk: int = 128):
-    """Top ``k`` of ``U Y^T`` per row, ``chunk`` rows at a time (never all scores at once).
+def score_topk(U, Y, k: int, exclude=None, allowed=None, empty=None, chunk: int = 128, tile: int = ITEM_TILE):
+    """Top ``k`` of ``U Y^T`` per row, in blocks of ``chunk`` rows × ``tile`` items (never all scores at once).
 
-    Every product is one ``chunk x k`` by ``k x n_items`` matrix product (the last chunk padded
-    with zero rows), so a row's scores are the same bits whatever the batch it comes in.
+    Every product is one ``chunk x k`` by ``k x tile`` matrix product (the last chunk padded with
+    zero rows), so a row's scores are the same bits whatever the batch it comes in; each block of
+    scores (1 MiB by default) is scanned while it is still in cache
+    (:class:`~dask_rec.kernels.scoring.TopKAccumulator`).
     ``exclude``: CSR whose pattern marks items to leave out per row; ``empty``: bool per row,
     rows with no score at all (padded with −1 / −inf). Returns ``(ids int64, scores float32)``.
     """
-    from .scoring import topk_block
+    from .scoring import TopKAccumulator
 
     b = U.shape[0]
+    n_items = Y.shape[0]
     ids = np.full((b, k), -1, np.int64)
     top = np.full((b, k), -np.inf, np.float32)
-    YT = np.ascontiguousarray(np.asarray(Y, dtype=np.float32).T)
+    Y = np.ascontiguousarray(Y, dtype=np.float32)
     padded = np.zeros((chunk, U.shape[1]), np.float32)
-    buffer = np.empty((chunk, YT.shape[1]), np.float32)  # reused: no fresh pages per chunk
+    buffer = np.empty((chunk, min(tile, n_items)), np.float32)  # reused: no fresh pages per block
     for a in range(0, b, chunk):
         z = min(b, a + chunk)
         padded[: z - a] = U[a:z]
         padded[z - a:] = 0.0
-        scores = np.matmul(padded, YT, out=buffer)[: z - a]
-        if empty is not None:
-            scores[empty[a:z]] = -np.inf
-        ids[a:z], top[a:z] = topk_block(scores, k, exclude=None if exclude is None else exclude[a:z],
-                                        allowed=allowed)
+        topk = TopKAccumulator(z - a, k, n_items, exclude=None if exclude is None else exclude[a:z], allowed=allowed)
+        for t0 in range(0, n_items, tile):
+            t1 = min(n_items, t0 + tile)
+            scores = np.matmul(padded, Y[t0:t1].T, out=buffer[:, : t1 - t0])[: z - a]
+            if empty is not None:
+                scores[empty[a:z]] = -np.inf
+            topk.offer(scores, t0)
+        ids[a:z], top[a:z] = topk.result()
     return ids, top
 
 

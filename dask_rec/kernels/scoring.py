@@ -41,6 +41,7 @@ from numba.extending import intrinsic
 __all__ = [
     "score_block",
     "topk_block",
+    "TopKAccumulator",
     "recommend_block",
     "similar_items_block",
     "popularity_order",
@@ -288,6 +289,84 @@ def _topk_dense_kernel(scores, ex_ptr, ex_ind, use_exclude, allowed, use_allowed
                 if size == k:
                     threshold = hs[0]
         _drain(hs, hi, size, out_ids[r], out_scores[r])
+
+
+@numba.njit(**_JIT)
+def _topk_tile_kernel(scores, offset, ex_ptr, ex_ind, use_exclude, allowed, use_allowed, hs, hi, sizes):
+    """Offer the scores of items ``offset .. offset + width`` of each row to its running heap."""
+    n_rows, width = scores.shape
+    k = hs.shape[1]
+    ex_mark = np.full(width, -1, np.int64)
+    stop = offset + width
+    for r in range(n_rows):
+        if use_exclude:
+            for p in range(ex_ptr[r], ex_ptr[r + 1]):
+                j = ex_ind[p]
+                if offset <= j < stop:
+                    ex_mark[j - offset] = r
+        size = sizes[r]
+        threshold = hs[r, 0] if size == k else _NEG_INF
+        row = scores[r]
+        for c in range(width):
+            s = np.float32(row[c])
+            if s > threshold:  # as in _topk_dense_kernel
+                if use_exclude and ex_mark[c] == r:
+                    continue
+                if use_allowed and not allowed[offset + c]:
+                    continue
+                size = _offer(hs[r], hi[r], size, s, offset + c)
+                if size == k:
+                    threshold = hs[r, 0]
+        sizes[r] = size
+
+
+@numba.njit(**_JIT)
+def _drain_rows(hs, hi, sizes, out_ids, out_scores):
+    for r in range(hs.shape[0]):
+        _drain(hs[r], hi[r], sizes[r], out_ids[r], out_scores[r])
+
+
+class TopKAccumulator:
+    """The ``k`` best items of ``b`` rows whose dense scores arrive one item range at a time.
+
+    ``offer(scores, offset)`` takes the ``b × width`` scores of items ``offset .. offset+width``;
+    ``result()`` returns ``(ids, scores)`` as :func:`topk_block` would have on the whole row
+    (best first, ties by lower item id, −1 / −inf padding), so a score block never needs to
+    span the catalog: a block that stays in cache between its product and its scan.
+
+    Parameters
+    ----------
+    b, k : int
+    n_items : int
+    exclude : scipy.sparse matrix, shape (b, n_items), optional
+    allowed : numpy.ndarray of bool, shape (n_items,), optional
+        As in :func:`topk_block`.
+    """
+
+    def __init__(self, b: int, k: int, n_items: int, exclude=None, allowed=None) -> None:
+        self.k = _check_k(k)
+        self.n_items = int(n_items)
+        self.ex_ptr, self.ex_ind, self.use_ex = _exclude_arrays(exclude, (b, self.n_items))
+        self.allowed, self.use_allowed = _allowed_array(allowed, self.n_items)
+        self.hs = np.empty((b, self.k), np.float32)
+        self.hi = np.empty((b, self.k), np.int64)
+        self.sizes = np.zeros(b, np.int64)
+
+    def offer(self, scores, offset: int) -> None:
+        scores = np.asarray(scores)
+        if scores.ndim != 2 or scores.shape[0] != self.sizes.shape[0] or offset < 0 or \
+                offset + scores.shape[1] > self.n_items:
+            raise ValueError(f"scores of shape {scores.shape} at item {offset} do not fit "
+                             f"{self.sizes.shape[0]} rows x {self.n_items} items")
+        if self.k and scores.size:
+            _topk_tile_kernel(scores, int(offset), self.ex_ptr, self.ex_ind, self.use_ex, self.allowed,
+                              self.use_allowed, self.hs, self.hi, self.sizes)
+
+    def result(self):
+        ids, top = _padded(self.sizes.shape[0], self.k)
+        if self.k:
+            _drain_rows(self.hs, self.hi, self.sizes, ids, top)
+        return ids, top
 
 
 @numba.njit(**_JIT)
