@@ -43,7 +43,7 @@ import uuid
 import warnings
 from pathlib import Path
 
-__all__ = ["atomic_directory", "check_target", "directory_kind", "sweep_stale", "KINDS"]
+__all__ = ["atomic_directory", "check_target", "directory_kind", "sweep_stale", "local_path", "KINDS"]
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +55,19 @@ _KIND_NAMES = {"store": "an interaction store", "model": "a dask_rec model",
                "recommendations": "a recommendations output", "synthetic": "a synthetic log"}
 _PART = re.compile(r"part-\d{5,6}\.parquet")
 _TEMP = re.compile(r"\.(?P<name>.+)\.(?P<what>tmp|old)-(?:(?P<pid>\d+)-(?P<host>[0-9a-f]{8})-)?[0-9a-f]{8,12}")
+
+
+def local_path(path) -> Path:
+    """``path`` as an absolute local :class:`~pathlib.Path` (``file://`` accepted); other URLs are
+    refused in one line: every directory dask_rec writes must be on a filesystem the workers mount."""
+    text = os.fspath(path)
+    if "://" in text:
+        if text.startswith("file://"):
+            text = text[len("file://"):]
+        else:
+            raise ValueError(
+                f"store paths must be local directories (on a filesystem every worker mounts); got {text!r}")
+    return Path(text).expanduser().absolute()
 
 
 def _host_tag() -> str:
@@ -247,10 +260,8 @@ def atomic_directory(path, overwrite: bool = False, marker: str | None = None, *
     On any error the temporary directory is deleted and ``path`` is left as it was. Stale
     temporaries of earlier killed runs on ``path`` are swept first (:func:`sweep_stale`).
     """
-    from .store import _local_path
-
     kind = _kind_of(kind, marker)
-    path = _local_path(path)
+    path = local_path(path)
     _prepare_parent(path)
     sweep_stale(path)
     check_target(path, overwrite, kind=kind)

@@ -15,6 +15,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from . import settings
+from .executor import identity
 from .validation import check_interactions
 
 __all__ = ["RowBlockSource", "as_row_block_source", "default_rows_per_block"]
@@ -25,10 +26,6 @@ def default_rows_per_block(n_rows: int, nnz: int) -> int:
     target = int(settings.get("blocks.target-nnz"))
     per_row = max(nnz / max(n_rows, 1), 1.0)
     return max(1, min(n_rows, int(target / per_row)))
-
-
-def _identity(value):
-    return value
 
 
 @dataclass
@@ -73,7 +70,7 @@ class RowBlockSource:
             # them, which scattered data could not be): distributed's advice against large
             # graphs does not apply
             warnings.filterwarnings("ignore", message="Sending large graph", category=UserWarning)
-            return executor.map(_identity, blocks, key="row-block")
+            return executor.map(identity, blocks, key="row-block")
 
 
 def _read_store_block(store, i):

@@ -17,13 +17,19 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable, Iterable, Sequence
 
-__all__ = ["InProcessExecutor", "DaskExecutor", "executor_for", "BIGMEM_RESOURCE"]
+__all__ = ["InProcessExecutor", "DaskExecutor", "executor_for", "identity", "BIGMEM_RESOURCE"]
 
 logger = logging.getLogger(__name__)
 
 #: Worker resource that marks the big-memory worker for the factorization
 #: (``dask worker --resources bigmem=1``).
 BIGMEM_RESOURCE = "bigmem"
+
+
+def identity(value):
+    """Return ``value``: as a task (``executor.submit(identity, value)``) it places ``value`` on
+    the cluster once, so that later tasks take the future instead of re-sending the value."""
+    return value
 
 
 class InProcessExecutor:

@@ -53,7 +53,7 @@ def factor_budget(density: float, n_items: int) -> int:
 
 
 def factorize_gramian(gramian_blocks, *, l2: float, density: float, factorizer_config, item_counts=None,
-                      X_blocks=None, icf_scaling_of=None) -> Factor:
+                      X_blocks=None) -> Factor:
     """Kernel of the stage (no Dask): Gramian column blocks in, :class:`Factor` out.
 
     Parameters

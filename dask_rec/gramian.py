@@ -24,6 +24,7 @@ import math
 import numpy as np
 
 from . import settings
+from .executor import identity
 from .kernels.gramian import block_gramian, item_counts, sum_gramians
 
 __all__ = ["reduce_gramian", "reduce_item_counts", "item_column_blocks", "reduce_lower_gramian", "reduce_row_work",
@@ -225,10 +226,6 @@ def _row_work(rows_and_columns):
     return upper_row_work(rows_and_columns[0])
 
 
-def _identity(value):
-    return value
-
-
 def _nnz(matrix) -> int:
     return int(matrix.nnz)
 
@@ -240,7 +237,7 @@ def ordered_row_blocks(executor, block_handles: list, order: np.ndarray, natural
         return executor.map(_ordered, block_handles, key="row-block-ordered")
     inverse = np.empty_like(order)
     inverse[order] = np.arange(order.size, dtype=order.dtype)
-    inverse_handle = executor.submit(_identity, inverse, key="item-inverse-order")
+    inverse_handle = executor.submit(identity, inverse, key="item-inverse-order")
     return executor.map(_ordered, block_handles, [inverse_handle] * len(block_handles), key="row-block-ordered")
 
 

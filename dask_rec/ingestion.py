@@ -36,6 +36,8 @@ import pandas as pd
 
 from dask_rec import store as _store
 from dask_rec import settings
+from dask_rec.atomic import local_path
+from dask_rec.kernels.gramian import sum_arrays
 from dask_rec.vocabulary import Vocabulary, id_kind, sorted_unique
 
 __all__ = ["ingest", "DUPLICATE_POLICIES"]
@@ -259,8 +261,8 @@ def _split_partition(df: pd.DataFrame, p: int, spec: _Spec, users: Vocabulary, i
                      bucket_bounds: np.ndarray, scratch: str) -> int:
     """Pass 2 on one partition: encode IDs and save its rows sorted by bucket to scratch."""
     u, i, values, ts, _ = _clean(df, spec)
-    ucode = users._codes(u)
-    icode = items._codes(i)
+    ucode = users.codes(u)
+    icode = items.codes(i)
     if (ucode < 0).any() or (icode < 0).any():
         raise RuntimeError("the source changed while it was being ingested (IDs unseen by the first pass)")
     bucket = np.searchsorted(bucket_bounds, ucode, side="right") - 1
@@ -358,10 +360,6 @@ def _filter_counts(b: int, user_keep: np.ndarray, item_keep: np.ndarray, scratch
     row_counts = np.bincount(rows[ok], minlength=len(indptr) - 1).astype(np.int64)
     item_counts = np.bincount(np.asarray(items)[ok], minlength=len(item_keep)).astype(np.int64)
     return row_counts, item_counts
-
-
-def _sum_arrays(parts: list):
-    return np.sum(parts, axis=0)
 
 
 def _gather_rows(stem: str, local_rows: np.ndarray, has_values: bool):
@@ -592,7 +590,7 @@ def ingest(source, store, user_col: str = "user_id", item_col: str = "item_id", 
         binarize = value_col is None
     if not binarize and value_col is None:
         raise ValueError("binarize=False needs a value_col to take the values from")
-    path = _store._local_path(store)
+    path = local_path(store)
     _store.check_target(path, overwrite)
     read_value = value_col if not binarize else None
     read_ts = timestamp_col if (not binarize and duplicates == "last") else None
@@ -722,7 +720,7 @@ class _Run:
         deduped = self._track(c.map(
             _dedup_bucket, range(n_buckets), [int(bucket_bounds[b + 1] - bucket_bounds[b]) for b in range(n_buckets)],
             n_parts=n_parts, n_items=n_items, spec=spec, scratch=scratch, pure=False))
-        item_counts = c.gather(_tree_reduce(c, _sum_arrays, c.map(_second, deduped, pure=False), self))
+        item_counts = c.gather(_tree_reduce(c, sum_arrays, c.map(_second, deduped, pure=False), self))
         per_bucket = c.gather(c.map(_first_and_third, deduped, pure=False))
         user_counts = np.concatenate([rc for rc, _ in per_bucket])
         rows_deduped_in = sum(n for _, n in per_bucket)
@@ -744,7 +742,7 @@ class _Run:
                 item_keep_f = c.scatter(item_keep, broadcast=True, hash=False)
                 futs = self._track([c.submit(_filter_counts, b, user_keep[bucket_bounds[b]:bucket_bounds[b + 1]],
                                              item_keep_f, scratch, pure=False) for b in range(n_buckets)])
-                item_counts = c.gather(_tree_reduce(c, _sum_arrays, c.map(_second, futs, pure=False), self))
+                item_counts = c.gather(_tree_reduce(c, sum_arrays, c.map(_second, futs, pure=False), self))
                 user_counts = np.concatenate(c.gather(c.map(_first, futs, pure=False)))
                 del futs, item_keep_f
                 self._stage_done()

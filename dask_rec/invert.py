@@ -15,50 +15,32 @@ inside the coarse bin of the previous threshold, the second round's histogram: w
 threshold stays in that bin (a 1/128 relative range of magnitudes, as it mostly does from one
 finetune step to the next) the second round is not needed.
 
-Defaults (``dask.config`` keys, resolved when the argument is ``None``):
+Defaults (``dask.config`` keys, resolved when the argument is ``None``; the measurements behind
+them are in the README, "UMR partition defaults"):
 
-* ``dask_rec.umr.block-columns`` = ``"auto"``: 4096 up to 262,144 items, then 64 blocks (a
-  million items: 15,549 columns a block; 243 blocks of 4096 made each prune and summary round
-  hundreds of tasks), halved while a task would not fit the memory plan. A block update costs ``O(Σ_j nnz(L r_j))``, about
-  ``c³`` per updated column with ``c = target_nnz / n`` entries per column, ``c²`` per skipped
-  one. Measured on yelp2020 factors: 0.5–2.4 ms per updated column at ``c = 100`` (0.1 ms
-  residual only), 0.04–0.1 ms at ``c = 20``; so a 4096-column update is ~0.2–10 s of work. The
-  rounds that touch every block (histograms, prune, residual summary) are cheap per column, so
-  there the cost is the tasks themselves: on a 2-worker LocalCluster 4096 columns per block took
-  the inverse from 9.8 s to 5.2 s on gowalla and from 6.0 s to 3.0 s on yelp2020 (1024 columns
-  before), with the same result. Memory per task: ``O(n)`` dense accumulators (34 bytes × n) plus
-  the block, bounded by the cap.
+* ``dask_rec.umr.block-columns`` = ``"auto"``: 4096 columns a block up to 262,144 items, then 64
+  blocks, halved while a task would not fit the memory plan. Memory per task: ``O(n)`` dense
+  accumulators (34 bytes × n) plus the block, bounded by the cap.
 * ``dask_rec.umr.wave-blocks`` = ``"auto"``: the fewest blocks per wave that keep a scan to at
-  most ``dask_rec.umr.waves-per-pass`` (default 16) waves, i.e. at most 16 global prunes per
-  scan (one per finetune step). A prune reads all of ``M`` and costs two or three rounds of tasks
-  over all blocks plus one or two small gathers (see above); the reference prunes after every
-  ``ceil(n·δ)`` columns, ``1/δ`` prunes per scan (200 to 1000 on yelp2020), which does not scale. Measured effect of
-  the coarser prune on the residual after 3–5 scans and 10 finetune steps: none to 4 digits on
-  yelp2020 (mean ‖r_j‖² 1.077e-4 with 10 waves, 199 waves or the reference at δ = 5e-3;
-  3.432e-5 for all at δ = 1e-3; 3.431e-5 with a single wave per scan).
+  most ``dask_rec.umr.waves-per-pass`` (default 16) waves, i.e. at most 16 global prunes per scan
+  (one per finetune step), where the reference prunes after every ``ceil(n·δ)`` columns.
 * ``dask_rec.umr.block-cap-factor`` = 8. Before the global prune, an updated block keeps at most
   ``factor × (its share of the off-diagonal target)`` off-diagonal entries, those of largest
-  magnitude in the block; the share is proportional to the block's number of columns. This
-  bounds what a task holds: updating every column of a block fills it to 8–19 × its share on
-  yelp2020. The cap is a no-op whenever the global prune keeps no more than the cap from that
-  block: the global prune keeps the entries ``>=`` one threshold, so if the block's capped-away
-  entries all lie below it, capping first changes neither the threshold nor the kept set.
-  Measured: bit-identical ``M`` with and without the cap on yelp2020 (δ = 5e-3 and 1e-3) and on
-  ml-100k; a factor of 2 does bind (max ‖r_j‖ 0.0283 instead of 0.02838). When it binds, results
-  depend on ``block_columns``; ``None``/``0`` disables it.
+  magnitude in the block; the share is proportional to the block's number of columns. The cap is
+  a no-op whenever the global prune keeps no more than the cap from that block (the prune keeps
+  the entries ``>=`` one threshold, so capped-away entries below it change nothing). When it
+  binds, results depend on ``block_columns``; ``None``/``0`` disables it.
 
 Scans skip columns by :func:`scan_skip_threshold`, which reads the scan number 1-based as the
 reference does.
 
-Residual summaries (the max and mean residual norm logged per pass, and the worst columns that
-finetune steps update) are incremental: each block keeps its column norms from the last summary,
-and the next summary recomputes only the columns whose entries changed since (updated, or
-touched by a prune). A scan whose skip threshold lies above the largest residual norm of the
-current ``M`` would skip every column, so it is not run at all. Neither changes a number of the
-result (a column's norm depends only on that column and ``L``, computed by the same kernel);
-both matter when most columns are already good: on gowalla (δ = 1e-3, ICF) every scan skips
-every column and a finetune step changes 41 of 40,981 columns, and the inverse went from 10.7 s
-to 1.2 s in process.
+Residual summaries (:mod:`dask_rec.kernels.residual_summary`: the max and mean residual norm
+logged per pass, and the worst columns that finetune steps update) are incremental: each block
+keeps its column norms from the last summary, and the next summary recomputes only the columns
+whose entries changed since (updated, or touched by a prune). A scan whose skip threshold lies
+above the largest residual norm of the current ``M`` would skip every column, so it is not run at
+all. Neither changes a number of the result (a column's norm depends only on that column and
+``L``, computed by the same kernel).
 
 Invariance contract
 -------------------
@@ -88,8 +70,10 @@ import scipy.sparse as sp
 
 from dask_rec import settings
 from dask_rec.config import ExactUnitLowerTriangleInverterConfig, UMRUnitLowerTriangleInverterConfig
-from dask_rec.executor import InProcessExecutor
-from dask_rec.kernels.pruning import N_BINS, coarse_histogram, fine_histogram, prune_by_key, threshold_key
+from dask_rec.executor import InProcessExecutor, identity
+from dask_rec.kernels.pruning import (NO_BINS, coarse_histogram, counts_part, dense_histogram, fine_histogram,
+                                      merge_histogram_parts, prune_by_key, sparse_histogram, threshold_key)
+from dask_rec.kernels.residual_summary import merge_residual_summaries, residual_summary
 
 __all__ = ["invert_unit_lower", "assemble_blocks", "resolve_partition", "scan_skip_threshold", "task_memory_bytes",
            "auto_block_columns"]
@@ -195,10 +179,6 @@ def _block_caps(bounds, n: int, keep_offdiag: int, factor: float | None) -> list
 # ---------------------------------------------------------------------------------------------
 
 
-def _identity(x):
-    return x
-
-
 def _validate_task(L, n):
     """Raise ``ValueError`` unless ``L`` is an n × n CSC lower triangular matrix whose columns
     start with a stored non-zero diagonal entry (sorted indices). O(nnz(L)), run once."""
@@ -240,105 +220,20 @@ def _exact_task(L, start, stop, cap):
     return exact_inverse_block(L, start, stop, cap)
 
 
-_NO_BINS = (np.array([], dtype=np.int32), np.array([], dtype=np.int64))
-
-
-def _sparse_hist(hist: np.ndarray):
-    """A histogram as (non-zero bins, their counts)."""
-    bins = np.flatnonzero(hist).astype(np.int32)
-    return bins, hist[bins]
-
-
-def _counts_as_hist(counts):
-    """The changed-column counts of an update, as a histogram part that carries only them."""
-    return _NO_BINS, _NO_BINS, int(sum(counts))
-
-
 def _coarse_task(M, start, guess):
     """Round one of a block; with a ``guess`` of the threshold's coarse bin (the last prune's),
     the block's round-two histogram of that bin too, so a threshold that stays in its bin costs
     no second round."""
-    fine = _NO_BINS if guess is None else _sparse_hist(fine_histogram(M, guess, True, start))
-    return _sparse_hist(coarse_histogram(M, True, start)), fine, 0
+    fine = NO_BINS if guess is None else sparse_histogram(fine_histogram(M, guess, True, start))
+    return sparse_histogram(coarse_histogram(M, True, start)), fine, 0
 
 
 def _fine_task(M, coarse_bin, start):
-    return _NO_BINS, _sparse_hist(fine_histogram(M, coarse_bin, True, start)), 0
-
-
-def _merge_hists(parts):
-    """Sum parts ``(coarse, fine, changed)`` (histograms as sparse (bins, counts))."""
-    coarse = np.zeros(N_BINS, dtype=np.int64)
-    fine = np.zeros(N_BINS, dtype=np.int64)
-    for (cb, cc), (fb, fc), _ in parts:
-        coarse[cb] += cc
-        fine[fb] += fc
-    return _sparse_hist(coarse), _sparse_hist(fine), sum(p[2] for p in parts)
-
-
-def _dense_hist(part) -> np.ndarray:
-    dense = np.zeros(N_BINS, dtype=np.int64)
-    dense[part[0]] = part[1]
-    return dense
+    return NO_BINS, sparse_histogram(fine_histogram(M, coarse_bin, True, start)), 0
 
 
 def _prune_task(M, key, start):
     return prune_by_key(M, key, True, start)
-
-
-def _summary_task(L, M, start, k, prev_M=None, prev=None):
-    """Residual statistics of one block and its top-``k`` columns by ``‖r_j‖ / sqrt(n − j)``.
-
-    With ``prev`` (this block's summary when it was ``prev_M``), only the columns that differ
-    from ``prev_M`` are recomputed; the others keep their norms, which are the same numbers (a
-    column's norm depends on that column and ``L`` only).
-    """
-    from dask_rec.kernels.umr import changed_columns, residual_norms
-
-    n = L.shape[0]
-    if prev is None:
-        norms = residual_norms(L, M, start)
-    else:
-        norms = prev["norms"].copy()
-        cols = np.flatnonzero(changed_columns(M, prev_M))
-        if cols.size:
-            norms[cols] = residual_norms(L, M, start, cols)
-    cols = np.arange(start, start + norms.shape[0], dtype=np.int64)
-    scores = norms / np.sqrt(n - cols)
-    return _top(
-        {
-            "k": int(k),
-            "max": float(norms.max(initial=0.0)),
-            "sumsq": float(np.dot(norms, norms)),
-            "nnz": int(M.nnz),
-            "cols": cols,
-            "scores": scores,
-            "norms": norms,  # all of the block's, for the next incremental summary
-        },
-        k,
-    )
-
-
-def _top(summary, k=None):
-    k = summary["k"] if k is None else k
-    # largest score first, ties by column index: independent of how columns are blocked
-    order = np.lexsort((summary["cols"], -summary["scores"]))[:k]
-    summary["cols"] = summary["cols"][order]
-    summary["scores"] = summary["scores"][order]
-    return summary
-
-
-def _merge_summaries(parts):
-    return _top(
-        {
-            "k": parts[0]["k"],
-            "max": max(p["max"] for p in parts),
-            "sumsq": math.fsum(p["sumsq"] for p in parts),
-            "nnz": sum(p["nnz"] for p in parts),
-            "cols": np.concatenate([p["cols"] for p in parts]),
-            "scores": np.concatenate([p["scores"] for p in parts]),
-        }
-    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -374,7 +269,7 @@ class _Run:
         self.last_bin: int | None = None  # coarse bin of the last threshold: the next one's likely bin
         if sp.issparse(L_handle) and self.ex.client is not None:
             # a matrix given directly: make it one task's result so tasks share it by key
-            L_handle = self.ex.submit(_identity, L_handle, key=f"{name}-L")
+            L_handle = self.ex.submit(identity, L_handle, key=f"{name}-L")
         self.L = L_handle
         self.ex.gather(self.ex.submit(_validate_task, self.L, self.n, key=f"{name}-validate"))
         self.log.info(
@@ -397,9 +292,9 @@ class _Run:
         guess = self.last_bin
         coarse_parts = ex.map(_coarse_task, hs, starts, [guess] * len(hs), key=f"{self.name}-coarse")
         if counts is not None:
-            coarse_parts = coarse_parts + [ex.submit(_counts_as_hist, counts, key=f"{self.name}-counted")]
+            coarse_parts = coarse_parts + [ex.submit(counts_part, counts, key=f"{self.name}-counted")]
         coarse, guessed, changed = ex.gather(
-            ex.tree_reduce(_merge_hists, coarse_parts, FAN_IN, key=f"{self.name}-coarse-sum")
+            ex.tree_reduce(merge_histogram_parts, coarse_parts, FAN_IN, key=f"{self.name}-coarse-sum")
         )
         if counts is not None and changed == 0:  # nothing moved since the last prune
             return False, 0
@@ -407,11 +302,11 @@ class _Run:
         def fine_for_bin(b):
             self.last_bin = int(b)
             if b == guess:
-                return _dense_hist(guessed)
+                return dense_histogram(guessed)
             parts = ex.map(_fine_task, hs, [int(b)] * len(hs), starts, key=f"{self.name}-fine")
-            return _dense_hist(ex.gather(ex.tree_reduce(_merge_hists, parts, FAN_IN, key=f"{self.name}-fine-sum"))[1])
+            return dense_histogram(ex.gather(ex.tree_reduce(merge_histogram_parts, parts, FAN_IN, key=f"{self.name}-fine-sum"))[1])
 
-        key = threshold_key(_dense_hist(coarse), fine_for_bin, self.keep)
+        key = threshold_key(dense_histogram(coarse), fine_for_bin, self.keep)
         if key is None:
             return False, changed
         new = ex.map(_prune_task, hs, [int(key)] * len(hs), starts, key=f"{self.name}-prune")
@@ -433,7 +328,7 @@ class _Run:
         prev_blocks = self.summary_blocks or [None] * n_blocks
         todo = [b for b in range(n_blocks) if parts[b] is None or handles[b] is not prev_blocks[b]]
         new = self.ex.map(
-            _summary_task, [self.L] * len(todo), [handles[b] for b in todo], self.starts(todo),
+            residual_summary, [self.L] * len(todo), [handles[b] for b in todo], self.starts(todo),
             [k] * len(todo), [prev_blocks[b] for b in todo], [parts[b] for b in todo],
             key=f"{self.name}-residual",
         )
@@ -444,7 +339,7 @@ class _Run:
             parts[b] = h
         self.summary_parts, self.summary_blocks = parts, list(handles)
         self.ex.release(*stale)
-        return self.ex.gather(self.ex.tree_reduce(_merge_summaries, parts, FAN_IN, key=f"{self.name}-residual-sum"))
+        return self.ex.gather(self.ex.tree_reduce(merge_residual_summaries, parts, FAN_IN, key=f"{self.name}-residual-sum"))
 
     def record(self, name: str, t0: float, summary: dict, **extra) -> None:
         entry = {

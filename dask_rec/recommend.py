@@ -9,7 +9,7 @@ sparse-accumulator kernel :func:`dask_rec.kernels.scoring.recommend_block` and k
 Sending the model to the workers
 --------------------------------
 The weights travel once per job: the client submits one task that returns them
-(``executor.submit(_identity, model)``) and every block task takes that future as an argument, so
+(``executor.submit(identity, model)``) and every block task takes that future as an argument, so
 each worker fetches them from a peer at most once (typically) instead of every task embedding a
 copy. Unlike ``client.scatter``, the future has lineage: if the worker holding the weights dies,
 the scheduler recomputes them from the task (the scheduler keeps that pickled copy for the job's
@@ -35,9 +35,10 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from dask_rec.executor import executor_for
+from dask_rec.executor import executor_for, identity
 from dask_rec import settings
 from dask_rec.kernels.scoring import popularity_order, recommend_block
+from dask_rec.vocabulary import as_vocabulary
 
 __all__ = ["recommend_users", "WeightsScorer", "DEFAULT_USERS_PER_BLOCK"]
 
@@ -109,10 +110,6 @@ def resolve_scorer(model):
     return WeightsScorer(W1, W2)
 
 
-def _identity(x):
-    return x
-
-
 def is_future(obj) -> bool:
     """Whether ``obj`` is a ``distributed`` future (e.g. weights that a fit left on the cluster)."""
     return type(obj).__module__.startswith("distributed") and hasattr(obj, "key") and hasattr(obj, "result")
@@ -160,7 +157,7 @@ def share(executor, model, *rest):
     # The one large argument of the job is sent on purpose; the warning is meant for graphs that
     # embed data in every task.
     with dask.config.set({"distributed.admin.large-graph-warning-threshold": "64GB"}):
-        return executor.submit(_identity, bundle, key="dask-rec-shared")
+        return executor.submit(identity, bundle, key="dask-rec-shared")
 
 
 # --------------------------------------------------------------------------------------------
@@ -237,32 +234,6 @@ def take_rows(X: sp.csr_matrix, rows: np.ndarray) -> sp.csr_matrix:
 # --------------------------------------------------------------------------------------------
 # vocabularies
 # --------------------------------------------------------------------------------------------
-
-
-class _ArrayVocabulary:
-    """A minimal vocabulary over an array of IDs (index order), for callers without a store."""
-
-    def __init__(self, ids) -> None:
-        self.ids = np.asarray(ids)
-
-    def index(self, ids, unknown: str = "error") -> np.ndarray:
-        codes = pd.Index(self.ids).get_indexer(np.asarray(ids)).astype(np.int64)
-        if unknown == "error" and (codes < 0).any():
-            raise KeyError(f"unknown IDs: {np.asarray(ids)[codes < 0][:5].tolist()}")
-        if unknown == "drop":
-            return codes[codes >= 0]
-        return codes
-
-    def id_of(self, codes) -> np.ndarray:
-        return self.ids[np.asarray(codes)]
-
-
-def _as_vocabulary(vocab):
-    if vocab is None:
-        return None
-    if hasattr(vocab, "index") and hasattr(vocab, "ids") and hasattr(vocab, "id_of"):
-        return vocab
-    return _ArrayVocabulary(vocab)
 
 
 def _codes(ids, vocab, n: int, what: str) -> np.ndarray:
@@ -530,14 +501,14 @@ def recommend_users(weights, histories, k: int = 10, exclude_seen: bool = True, 
         if item_vocabulary is not None:  # the model's items: the store's columns are mapped onto them by ID
             from dask_rec.item_alignment import align_store
 
-            model_ids = _as_vocabulary(item_vocabulary).ids
+            model_ids = as_vocabulary(item_vocabulary).ids
             histories = store = align_store(store, model_ids, len(model_ids) if n_items is None else n_items)
         else:
             item_vocabulary = store.item_vocabulary
         if item_counts is None and unknown == "popular":
             item_counts = store.item_counts
-    user_vocab = _as_vocabulary(user_vocabulary)
-    item_vocab = _as_vocabulary(item_vocabulary)
+    user_vocab = as_vocabulary(user_vocabulary)
+    item_vocab = as_vocabulary(item_vocabulary)
     if n_items is None:
         if item_vocab is not None:
             n_items = len(item_vocab.ids)

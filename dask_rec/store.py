@@ -42,6 +42,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from .atomic import local_path
 from .jsonable import to_jsonable
 from . import settings
 
@@ -58,17 +59,6 @@ FORMAT_VERSION = 1
 INDPTR_CHUNK = 1 << 16
 #: Elements per chunk of the vocabulary and ``item_counts`` arrays.
 VECTOR_CHUNK = 1 << 20
-
-
-def _local_path(path) -> Path:
-    text = os.fspath(path)
-    if "://" in text:
-        if text.startswith("file://"):
-            text = text[len("file://"):]
-        else:
-            raise ValueError(
-                f"store paths must be local directories (on a filesystem every worker mounts); got {text!r}")
-    return Path(text).expanduser().absolute()
 
 
 # --------------------------------------------------------------------------------------------
@@ -102,7 +92,7 @@ class InteractionStore:
     """
 
     def __init__(self, path) -> None:
-        self._path = _local_path(path)
+        self._path = local_path(path)
         self._attrs = _read_root_attrs(self._path)
         self._cache: dict = {}
 
@@ -484,7 +474,7 @@ def write_store(path, matrix, user_vocabulary=None, item_vocabulary=None, *, row
 
     from dask_rec.vocabulary import Vocabulary
 
-    path = _local_path(path)
+    path = local_path(path)
     check_target(path, overwrite)
     if isinstance(matrix, (list, tuple)):
         if not matrix:

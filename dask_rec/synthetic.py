@@ -214,9 +214,9 @@ def generate_interactions(path, n_users: int, n_items: int, n_interactions: int,
             "seconds": round(time.perf_counter() - started, 3),
         }
         (tmp / "_generator.json").write_text(json.dumps(info, indent=2))
-    from dask_rec.store import _local_path
+    from dask_rec.atomic import local_path
 
-    return _local_path(path)
+    return local_path(path)
 
 
 def read_generator_info(path) -> dict:

@@ -65,8 +65,8 @@ def _position(matrix: sp.csr_matrix, flat: int) -> tuple[int, int]:
     return row, int(matrix.indices[flat])
 
 
-def check_k(k, n_items: int | None = None) -> int:
-    """``k`` as a positive int (it may exceed ``n_items``: results are then padded)."""
+def check_k(k) -> int:
+    """``k`` as a positive int (it may exceed the number of items: results are then padded)."""
     if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k <= 0:
         raise ValueError(f"k must be a positive integer; got {k!r}")
     return int(k)

@@ -21,7 +21,7 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-__all__ = ["Vocabulary", "UnknownIDError", "id_kind", "sorted_unique"]
+__all__ = ["Vocabulary", "PositionalVocabulary", "as_vocabulary", "UnknownIDError", "id_kind", "sorted_unique"]
 
 _UNKNOWN_POLICIES = ("error", "drop", "missing")
 _FORMAT_VERSION = 1
@@ -308,7 +308,7 @@ class Vocabulary:
             values = values.to_pandas()
         if not len(values):
             return np.empty(0, dtype=np.int64)
-        codes = self._codes(values)
+        codes = self.codes(values)
         bad = codes < 0
         if bad.any():
             if unknown == "error":
@@ -322,8 +322,12 @@ class Vocabulary:
             return int(codes[0])
         return codes
 
-    def _codes(self, values) -> np.ndarray:
-        """Indices of ``values`` with -1 for unknown ones (nulls are unknown)."""
+    def codes(self, values) -> np.ndarray:
+        """Indices of the array ``values`` with -1 for unknown ones (nulls are unknown).
+
+        The unchecked fast path of :meth:`index` (no policy, no scalar handling), for callers that
+        check the ``-1`` entries themselves.
+        """
         n = len(self._ids)
         if n == 0:
             return np.full(len(values), -1, dtype=np.int64)
@@ -471,3 +475,50 @@ def _ids_crc32(ids, kind: str) -> int:
     if kind == "int":
         return zlib.crc32(np.ascontiguousarray(ids, dtype=np.int64).view(np.uint8)) & 0xFFFFFFFF
     return zlib.crc32("\0".join(map(str, ids)).encode("utf-8", "surrogatepass")) & 0xFFFFFFFF
+
+
+class PositionalVocabulary:
+    """IDs in a caller's own index order (not sorted): ``ids[j]`` is the ID of index ``j``.
+
+    For a model trained on a matrix whose columns follow an ID array of the caller's (serving
+    accepts ``item_vocabulary=array``). Lookups go through a sorted :class:`Vocabulary` of the same
+    IDs and a permutation, so kinds, nulls and unknown IDs are handled as there.
+
+    Parameters
+    ----------
+    ids : array-like
+        Distinct IDs, integers or strings, in index order.
+    """
+
+    def __init__(self, ids) -> None:
+        self.ids = np.asarray(ids)
+        self._sorted = Vocabulary(self.ids)
+        if len(self._sorted) != len(self.ids):
+            raise ValueError(f"an ID array used as a vocabulary must hold distinct IDs; "
+                             f"{len(self.ids) - len(self._sorted)} repeat")
+        self._position = np.empty(len(self.ids), dtype=np.int64)
+        self._position[self._sorted.codes(self.ids)] = np.arange(len(self.ids))
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def index(self, ids, unknown: str = "error"):
+        """Indices of ``ids`` in this order; ``unknown`` as in :meth:`Vocabulary.index`."""
+        codes = self._sorted.index(ids, unknown=unknown)
+        if np.ndim(codes) == 0:
+            return int(self._position[codes]) if codes >= 0 else -1
+        return np.where(codes >= 0, self._position[np.maximum(codes, 0)], -1) if len(codes) else codes
+
+    def id_of(self, codes) -> np.ndarray:
+        """IDs of indices ``codes``."""
+        return self.ids[np.asarray(codes)]
+
+
+def as_vocabulary(vocabulary):
+    """``vocabulary`` itself when it is a vocabulary (has ``ids``, ``index``, ``id_of``), None for
+    None, else a :class:`PositionalVocabulary` over it (an array of IDs in index order)."""
+    if vocabulary is None:
+        return None
+    if all(hasattr(vocabulary, name) for name in ("index", "ids", "id_of")):
+        return vocabulary
+    return PositionalVocabulary(vocabulary)

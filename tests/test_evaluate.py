@@ -10,6 +10,7 @@ import pytest
 import scipy.sparse as sp
 
 from dask_rec.evaluation import PopularityBaseline, evaluate, split_strong_generalization
+from dask_rec.store import write_store
 
 
 def _random_interactions(rng, n_users=300, n_items=60, density=0.08):
@@ -83,9 +84,8 @@ def test_split_min_items_and_arguments(rng):
 
 
 def test_split_of_a_store_equals_split_of_its_matrix(rng, tmp_path):
-    store_mod = pytest.importorskip("dask_rec.store")
     X = _random_interactions(rng)
-    store = store_mod.write_store(tmp_path / "s.zarr", X, rows_per_block=70)
+    store = write_store(tmp_path / "s.zarr", X, rows_per_block=70)
     a = split_strong_generalization(store, n_test_users=40, seed=1)
     b = split_strong_generalization(X, n_test_users=40, seed=1)
     for m1, m2 in zip(a, b):
@@ -229,10 +229,9 @@ def test_evaluate_errors():
 
 
 def test_evaluate_from_stores(ml100k_ease, tmp_path):
-    store_mod = pytest.importorskip("dask_rec.store")
     split, _, weights = ml100k_ease
-    h = store_mod.write_store(tmp_path / "h.zarr", split.test_history, rows_per_block=45)
-    t = store_mod.write_store(tmp_path / "t.zarr", split.test_targets, rows_per_block=45)
+    h = write_store(tmp_path / "h.zarr", split.test_history, rows_per_block=45)
+    t = write_store(tmp_path / "t.zarr", split.test_targets, rows_per_block=45)
     ref = evaluate(weights, split.test_history, split.test_targets, ks=(20,))
     got = evaluate(weights, h, t, ks=(20,))
     assert got == pytest.approx(ref, rel=1e-12)

@@ -12,6 +12,7 @@ import scipy.sparse as sp
 from dask_rec.evaluation import PopularityBaseline
 from dask_rec.kernels.scoring import recommend_block
 from dask_rec.recommend import recommend_users
+from dask_rec.store import write_store
 from dask_rec.vocabulary import UnknownIDError, Vocabulary
 
 N_USERS, N_ITEMS, K = 230, 70, 8
@@ -202,9 +203,8 @@ def test_users_subset_and_unknown_users(data):
 
 
 def test_store_histories(data, tmp_path):
-    store_mod = pytest.importorskip("dask_rec.store")
     X, weights, users, items, counts = data
-    store = store_mod.write_store(tmp_path / "h.zarr", X, user_vocabulary=users, item_vocabulary=items,
+    store = write_store(tmp_path / "h.zarr", X, user_vocabulary=users, item_vocabulary=items,
                                   rows_per_block=45)
     assert store.n_blocks > 1
     expected = _expected(X, weights, users, items)
@@ -221,9 +221,8 @@ def test_store_histories(data, tmp_path):
 
 @pytest.mark.cluster
 def test_store_histories_on_a_cluster(data, tmp_path, local_client):
-    store_mod = pytest.importorskip("dask_rec.store")
     X, weights, users, items, _ = data
-    store = store_mod.write_store(tmp_path / "h.zarr", X, user_vocabulary=users, item_vocabulary=items,
+    store = write_store(tmp_path / "h.zarr", X, user_vocabulary=users, item_vocabulary=items,
                                   rows_per_block=45)
     out = recommend_users(weights, store, k=K, client=local_client, output=tmp_path / "recs")
     _same(pd.read_parquet(out), _expected(X, weights, users, items), sort=True)

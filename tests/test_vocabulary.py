@@ -197,3 +197,22 @@ def test_dense_and_sparse_int_lookups_agree(rng):
         known = set(ids.tolist())
         expected = np.array([np.searchsorted(v.ids, x) if x in known else -1 for x in values.tolist()])
         assert np.array_equal(codes, expected)
+
+
+def test_positional_vocabulary_keeps_the_callers_order():
+    from dask_rec.vocabulary import PositionalVocabulary, UnknownIDError, as_vocabulary
+
+    v = as_vocabulary(np.array(["c", "a", "b"]))
+    assert isinstance(v, PositionalVocabulary)
+    np.testing.assert_array_equal(v.index(["b", "c", "a"]), [2, 0, 1])
+    np.testing.assert_array_equal(v.index(["a", "zz"], unknown="missing"), [1, -1])
+    np.testing.assert_array_equal(v.index(["zz", "b"], unknown="drop"), [2])
+    assert v.index("a") == 1
+    np.testing.assert_array_equal(v.id_of([0, 2]), ["c", "b"])
+    with pytest.raises(UnknownIDError, match="zz"):
+        v.index(["zz"])
+    with pytest.raises(ValueError, match="distinct"):
+        PositionalVocabulary([3, 1, 3])
+    sorted_vocab = Vocabulary([5, 1])
+    assert as_vocabulary(sorted_vocab) is sorted_vocab and as_vocabulary(None) is None
+

@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from dask_rec.jsonable import to_jsonable
+from dask_rec.kernels.gramian import sum_arrays
 from dask_rec.kernels.scoring import popularity_order, popularity_topk_block
 
 from .base import Recommender
@@ -267,14 +269,10 @@ def run_on_row_blocks(data, client, fn, **kwargs) -> dict:
 
     def run(source, executor):
         parts = executor.map(fn, source.block_handles(executor), key="item-scores", **kwargs)
-        return executor.gather(executor.tree_reduce(_sum_arrays, parts, key="item-scores-sum"))
+        return executor.gather(executor.tree_reduce(sum_arrays, parts, key="item-scores-sum"))
 
     total, source, _ = run_fit(data, client, run)
     return {"sum": total, "vocabulary": source.item_vocabulary}
-
-
-def _sum_arrays(parts):
-    return np.sum(parts, axis=0)
 
 
 def save_arrays(model, path, arrays: dict, *, overwrite: bool = False) -> str:
@@ -292,7 +290,7 @@ def save_arrays(model, path, arrays: dict, *, overwrite: bool = False) -> str:
         root.attrs.update({
             "format_version": 1, "kind": model.kind, "dask_rec_version": __version__,
             "config": json.loads(json.dumps(asdict(model.config))), "n_items": int(model.n_items),
-            "fit_report": json.loads(json.dumps(model.fit_report_, default=str)),
+            "fit_report": to_jsonable(model.fit_report_),
             **item_vocabulary_attrs(model),
         })
         for name, values in arrays.items():
