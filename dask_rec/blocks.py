@@ -18,7 +18,13 @@ from . import settings
 from .executor import identity
 from .validation import check_interactions
 
-__all__ = ["RowBlockSource", "as_row_block_source", "default_rows_per_block"]
+__all__ = ["RowBlockSource", "as_row_block_source", "default_rows_per_block", "uniform_bounds"]
+
+
+def uniform_bounds(n_rows: int, rows_per_block: int) -> np.ndarray:
+    """Row offsets ``[0, r, 2r, ..., n_rows]`` of blocks of ``rows_per_block`` rows (the last may
+    be smaller; ``[0]`` when there are no rows)."""
+    return np.unique(np.append(np.arange(0, n_rows, int(rows_per_block), dtype=np.int64), n_rows))
 
 
 def default_rows_per_block(n_rows: int, nnz: int) -> int:
@@ -90,5 +96,5 @@ def as_row_block_source(data, rows_per_block: int | None = None) -> RowBlockSour
     X = check_interactions(data, "X")
     n_rows = X.shape[0]
     rows = rows_per_block or default_rows_per_block(n_rows, X.nnz)
-    bounds = np.unique(np.append(np.arange(0, n_rows, rows, dtype=np.int64), n_rows))
+    bounds = uniform_bounds(n_rows, rows)
     return RowBlockSource(shape=X.shape, nnz=int(X.nnz), bounds=bounds, matrix=X)

@@ -7,7 +7,7 @@ Recall@k, NDCG@k and catalog coverage (:mod:`dask_rec.kernels.metrics`).
 
 :func:`evaluate` scores one block of held-out users per task, in process or on a cluster, and
 reduces the blocks' small partial sums; the model travels to the workers once per call (see
-:mod:`dask_rec.recommend`).
+:mod:`dask_rec.scorers`; the blocks are :mod:`dask_rec.user_blocks`').
 """
 
 from __future__ import annotations
@@ -17,19 +17,11 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from dask_rec.executor import executor_for
+from dask_rec.executor import executor_for, is_future
 from dask_rec.kernels.metrics import METRICS, finalize_metrics, merge_metric_sums, metric_sums
 from dask_rec.kernels.scoring import popularity_order, popularity_topk_block
-from dask_rec.recommend import (
-    block_bounds,
-    is_future,
-    is_store,
-    load_rows,
-    resolve_scorer,
-    row_payloads,
-    share,
-    task_threads,
-)
+from dask_rec.scorers import resolve_scorer, share
+from dask_rec.user_blocks import block_bounds, is_store, load_rows, row_payloads, task_threads
 
 __all__ = ["StrongGeneralizationSplit", "split_strong_generalization", "evaluate", "PopularityBaseline"]
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable, Iterable, Sequence
 
-__all__ = ["InProcessExecutor", "DaskExecutor", "executor_for", "identity", "BIGMEM_RESOURCE"]
+__all__ = ["InProcessExecutor", "DaskExecutor", "executor_for", "identity", "is_future", "BIGMEM_RESOURCE"]
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +30,11 @@ def identity(value):
     """Return ``value``: as a task (``executor.submit(identity, value)``) it places ``value`` on
     the cluster once, so that later tasks take the future instead of re-sending the value."""
     return value
+
+
+def is_future(obj) -> bool:
+    """Whether ``obj`` is a ``distributed`` future (e.g. weights that a fit left on the cluster)."""
+    return type(obj).__module__.startswith("distributed") and hasattr(obj, "key") and hasattr(obj, "result")
 
 
 class InProcessExecutor:

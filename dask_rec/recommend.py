@@ -8,227 +8,42 @@ sparse-accumulator kernel :func:`dask_rec.kernels.scoring.recommend_block` and k
 
 Sending the model to the workers
 --------------------------------
-The weights travel once per job: the client submits one task that returns them
-(``executor.submit(identity, model)``) and every block task takes that future as an argument, so
+The weights travel once per job (:func:`dask_rec.scorers.share`): the client submits one task that
+returns them (``executor.submit(identity, model)``) and every block task takes that future as an argument, so
 each worker fetches them from a peer at most once (typically) instead of every task embedding a
 copy. Unlike ``client.scatter``, the future has lineage: if the worker holding the weights dies,
 the scheduler recomputes them from the task (the scheduler keeps that pickled copy for the job's
 duration, which is the price of this choice).
 
 Blocks of a store are read inside the tasks (a store pickles as its path), so the client never
-holds them; blocks of an in-memory matrix are sliced in the client and shipped with their task.
+holds them; blocks of an in-memory matrix are sliced in the client and shipped with their task
+(:mod:`dask_rec.user_blocks`).
 
 Threads
 -------
 On a cluster every task runs the single-threaded kernel (the workers' threads already run tasks
 side by side: no nested thread pools). In process, each block is split over
 ``dask_rec.recommend.threads`` Python threads (default: all cores), which the ``nogil`` kernel
-uses in parallel.
+uses in parallel (:func:`dask_rec.user_blocks.task_threads`).
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from dask_rec.executor import executor_for, identity
-from dask_rec import settings
-from dask_rec.kernels.scoring import popularity_order, recommend_block
+from dask_rec.executor import executor_for, is_future
+from dask_rec.kernels.scoring import popularity_order
+from dask_rec.scorers import resolve_scorer, share
+from dask_rec.user_blocks import StoreRows, block_bounds, is_store, load_rows, row_payloads, take_rows, task_threads
 from dask_rec.vocabulary import as_vocabulary
 
-__all__ = ["recommend_users", "WeightsScorer", "DEFAULT_USERS_PER_BLOCK"]
-
-#: Users per task when neither ``users_per_block`` nor the ``dask_rec.recommend.users-per-block``
-#: config key is set and the histories are not a store (whose own row blocks are used then).
-DEFAULT_USERS_PER_BLOCK = 4096
+__all__ = ["recommend_users"]
 
 _UNKNOWN_POLICIES = ("error", "drop", "popular")
-
-
-# --------------------------------------------------------------------------------------------
-# what scores a block: SANSA weights, or anything with a ``topk_block`` method
-# --------------------------------------------------------------------------------------------
-
-
-class WeightsScorer:
-    """Scores of an item-based model with weights ``(W1, W2)``: ``(x · W1) · W2``.
-
-    Parameters
-    ----------
-    W1, W2 : scipy.sparse.csr_matrix
-        The weights (n_items × n_items each).
-    """
-
-    def __init__(self, W1, W2) -> None:
-        self.W1 = W1
-        self.W2 = W2
-
-    @property
-    def n_items(self) -> int:
-        return self.W1.shape[0]
-
-    def topk_block(self, X_block, k: int, exclude_seen: bool = True, allowed=None, n_threads: int = 1):
-        """Top ``k`` of a block of users (see :func:`dask_rec.kernels.scoring.recommend_block`)."""
-        return recommend_block(X_block, self.W1, self.W2, k, exclude_seen=exclude_seen,
-                               allowed=allowed, n_threads=n_threads)
-
-
-def _weights_csr(W, name: str) -> sp.csr_matrix:
-    if not sp.issparse(W):
-        raise TypeError(f"{name} must be a scipy.sparse matrix; got {type(W).__name__}")
-    W = sp.csr_matrix(W)
-    if W.dtype not in (np.float32, np.float64):
-        W = W.astype(np.float32)
-    return W
-
-
-def resolve_scorer(model):
-    """A block scorer for ``model``: ``(W1, W2)``, an object with ``.weights``, or a scorer.
-
-    A scorer is any picklable object with ``topk_block(X_block, k, exclude_seen, n_threads=1)``
-    returning ``(ids, scores)`` per the recommend contract and an ``n_items`` attribute (e.g.
-    :class:`dask_rec.evaluation.PopularityBaseline`).
-    """
-    if isinstance(model, (tuple, list)) and len(model) == 2:
-        W1, W2 = model
-    elif getattr(model, "weights", None) is not None:
-        W1, W2 = model.weights
-    elif hasattr(model, "topk_block"):
-        return model
-    else:
-        raise TypeError(
-            "expected weights (W1, W2), a fitted model with a .weights attribute, or a scorer "
-            f"with a topk_block method; got {type(model).__name__}"
-        )
-    W1, W2 = _weights_csr(W1, "W1"), _weights_csr(W2, "W2")
-    if W1.shape[0] != W2.shape[1] or W1.shape[1] != W2.shape[0]:
-        raise ValueError(f"weights do not form an item-item model: W1 {W1.shape}, W2 {W2.shape}")
-    return WeightsScorer(W1, W2)
-
-
-def is_future(obj) -> bool:
-    """Whether ``obj`` is a ``distributed`` future (e.g. weights that a fit left on the cluster)."""
-    return type(obj).__module__.startswith("distributed") and hasattr(obj, "key") and hasattr(obj, "result")
-
-
-def _bundle(weights, *rest):
-    """Runs on a worker: the scorer of weights that live on the cluster, plus the rest."""
-    return (resolve_scorer(weights), *rest)
-
-
-def task_threads(executor) -> int:
-    """Threads a block task may use: 1 on a cluster (workers run tasks side by side), else the
-    ``dask_rec.recommend.threads`` config value or all cores (1 when already inside a task)."""
-    if executor.client is not None:
-        return 1
-    configured = settings.get("recommend.threads")
-    if configured:
-        return int(configured)
-    try:
-        from distributed import get_worker
-
-        get_worker()
-        return 1
-    except (ImportError, ValueError):
-        return os.cpu_count() or 1
-
-
-def share(executor, model, *rest):
-    """``(scorer, *rest)`` where the block tasks can use it, sent once per job.
-
-    In process: the tuple itself. On a cluster: the future of a task that returns it
-    (lineage-safe, unlike ``scatter``); weights already on the cluster (a future) are turned into
-    a scorer there, never through the client.
-    """
-    if is_future(model):
-        if executor.client is None:
-            model = model.result()
-        else:
-            return executor.submit(_bundle, model, *rest, key="dask-rec-shared")
-    bundle = (resolve_scorer(model), *rest)
-    if executor.client is None:
-        return bundle
-    import dask
-
-    # The one large argument of the job is sent on purpose; the warning is meant for graphs that
-    # embed data in every task.
-    with dask.config.set({"distributed.admin.large-graph-warning-threshold": "64GB"}):
-        return executor.submit(identity, bundle, key="dask-rec-shared")
-
-
-# --------------------------------------------------------------------------------------------
-# blocks of users
-# --------------------------------------------------------------------------------------------
-
-
-def is_store(obj) -> bool:
-    """Whether ``obj`` behaves like a :class:`dask_rec.store.InteractionStore`."""
-    return hasattr(obj, "read_block") and hasattr(obj, "block_bounds")
-
-
-class StoreRows:
-    """A picklable reference to rows ``start:stop`` of a store (optionally a subset of them)."""
-
-    def __init__(self, store, start: int, stop: int, rows=None, block: int | None = None) -> None:
-        self.store = store
-        self.start = int(start)
-        self.stop = int(stop)
-        self.rows = rows
-        self.block = block
-
-    def load(self) -> sp.csr_matrix:
-        if self.block is not None:
-            X = self.store.read_block(self.block)
-        else:
-            X = self.store.read_rows(self.start, self.stop)
-        X = sp.csr_matrix(X)
-        return X if self.rows is None else X[self.rows]
-
-
-def load_rows(payload) -> sp.csr_matrix:
-    """The CSR rows a block task was given (a matrix, or a :class:`StoreRows` to read)."""
-    if isinstance(payload, StoreRows):
-        return payload.load()
-    return sp.csr_matrix(payload)
-
-
-def block_bounds(source, users_per_block: int | None) -> np.ndarray:
-    """Row offsets of the blocks of ``source`` (a store's own blocks unless a size is given)."""
-    if users_per_block is None:
-        if is_store(source):
-            return np.asarray(source.block_bounds, dtype=np.int64)
-        users_per_block = settings.get("recommend.users-per-block") or DEFAULT_USERS_PER_BLOCK
-    users_per_block = int(users_per_block)
-    if users_per_block < 1:
-        raise ValueError(f"users_per_block must be >= 1; got {users_per_block}")
-    n = source.shape[0]
-    return np.unique(np.r_[np.arange(0, n, users_per_block, dtype=np.int64), n])
-
-
-def row_payloads(source, bounds: np.ndarray) -> list:
-    """One payload per block: CSR slices of a matrix, or :class:`StoreRows` of a store."""
-    if is_store(source):
-        native = np.array_equal(bounds, np.asarray(source.block_bounds, dtype=np.int64))
-        return [
-            StoreRows(source, a, b, block=i if native else None)
-            for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:]))
-        ]
-    return [source[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
-
-
-def take_rows(X: sp.csr_matrix, rows: np.ndarray) -> sp.csr_matrix:
-    """Rows ``rows`` of ``X``, an empty row wherever ``rows`` is −1."""
-    rows = np.asarray(rows, dtype=np.int64)
-    known = rows >= 0
-    sub = X[rows[known]]
-    lengths = np.zeros(rows.shape[0], np.int64)
-    lengths[known] = np.diff(sub.indptr)
-    indptr = np.r_[0, np.cumsum(lengths)]
-    return sp.csr_matrix((sub.data, sub.indices, indptr), shape=(rows.shape[0], X.shape[1]))
 
 
 # --------------------------------------------------------------------------------------------
@@ -467,7 +282,7 @@ def recommend_users(weights, histories, k: int = 10, exclude_seen: bool = True, 
         each block spread over the ``dask_rec.recommend.threads`` config value or all cores.
     users_per_block : int, optional
         Users per task. Default: a store's own blocks, else the ``dask_rec.recommend.users-per-block``
-        config value or :data:`DEFAULT_USERS_PER_BLOCK`.
+        config value or :data:`dask_rec.user_blocks.DEFAULT_USERS_PER_BLOCK`.
     overwrite : bool, default False
         Replace an existing ``output``.
     user_col, item_col : str

@@ -43,6 +43,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from .atomic import local_path
+from .blocks import uniform_bounds
 from .jsonable import to_jsonable
 from . import settings
 
@@ -420,7 +421,7 @@ def block_bounds_for(row_nnz: np.ndarray, *, rows_per_block: int | None = None,
     if rows_per_block is not None:
         if isinstance(rows_per_block, bool) or int(rows_per_block) != rows_per_block or rows_per_block < 1:
             raise ValueError(f"rows_per_block must be a positive integer; got {rows_per_block!r}")
-        return np.unique(np.append(np.arange(0, n, int(rows_per_block), dtype=np.int64), n))
+        return uniform_bounds(n, int(rows_per_block))
     target = int(block_nnz if block_nnz is not None else settings.get("store.block-nnz"))
     if target < 1:
         raise ValueError(f"block_nnz must be >= 1; got {target}")

@@ -74,7 +74,7 @@ class _SANSAAdapter:
         return self.wrapped.recommend(X, k)
 
     def scorer(self):
-        from dask_rec.recommend import resolve_scorer
+        from dask_rec.scorers import resolve_scorer
 
         return resolve_scorer(self.wrapped)
 
