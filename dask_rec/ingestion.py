@@ -34,7 +34,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from dask_rec import atomic as _atomic
 from dask_rec import store as _store
+from dask_rec import store_writer as _writer
 from dask_rec import settings
 from dask_rec.atomic import local_path
 from dask_rec.kernels.gramian import sum_arrays
@@ -274,7 +276,7 @@ def _split_partition(df: pd.DataFrame, p: int, spec: _Spec, users: Vocabulary, i
     stem = os.path.join(scratch, f"part-{p:06d}")
     rows = (ucode - bucket_bounds[bucket])[order].astype(np.int32)
     np.save(f"{stem}.rows.npy", rows)
-    np.save(f"{stem}.items.npy", icode[order].astype(_store.index_dtype(len(items))))
+    np.save(f"{stem}.items.npy", icode[order].astype(_writer.index_dtype(len(items))))
     if values is not None:
         np.save(f"{stem}.values.npy", values[order].astype(np.float64 if spec.duplicates == "sum" else np.float32))
     if ts is not None:
@@ -332,7 +334,7 @@ def _dedup_bucket(b: int, n_rows: int, n_parts: int, n_items: int, spec: _Spec, 
     stem = os.path.join(scratch, f"bucket-{b:06d}")
     if data["rows"] is None:
         rows = np.empty(0, np.int32)
-        items = np.empty(0, _store.index_dtype(n_items))
+        items = np.empty(0, _writer.index_dtype(n_items))
         values = np.empty(0, np.float32) if spec.value_col else None
         rows_in = 0
     else:
@@ -403,7 +405,7 @@ def _write_block(old_rows: np.ndarray, offset: int, expected: int, bucket_bounds
         np.ones(len(items), dtype=np.float32)
     if not Path(root, ".writing").exists():
         raise RuntimeError("the ingest was abandoned")
-    _store.write_nnz_range(Path(root), offset, items.astype(_store.index_dtype(n_items_out), copy=False), data,
+    _writer.write_nnz_range(Path(root), offset, items.astype(_writer.index_dtype(n_items_out), copy=False), data,
                            total, Path(scratch))
     return len(items)
 
@@ -411,7 +413,7 @@ def _write_block(old_rows: np.ndarray, offset: int, expected: int, bucket_bounds
 def _assemble(k: int, total: int, root: str, scratch: str) -> None:
     if not Path(root, ".writing").exists():
         raise RuntimeError("the ingest was abandoned")
-    _store.assemble_chunk(Path(root), k, total, Path(scratch))
+    _writer.assemble_chunk(Path(root), k, total, Path(scratch))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -591,7 +593,7 @@ def ingest(source, store, user_col: str = "user_id", item_col: str = "item_id", 
     if not binarize and value_col is None:
         raise ValueError("binarize=False needs a value_col to take the values from")
     path = local_path(store)
-    _store.check_target(path, overwrite)
+    _atomic.check_target(path, overwrite)
     read_value = value_col if not binarize else None
     read_ts = timestamp_col if (not binarize and duplicates == "last") else None
     columns = list(dict.fromkeys(c for c in (user_col, item_col, read_value, read_ts) if c is not None))
@@ -609,7 +611,7 @@ def ingest(source, store, user_col: str = "user_id", item_col: str = "item_id", 
         "rows_per_block": rows_per_block, "block_nnz": block_nnz, "on_invalid": on_invalid,
     }
     with client_context(client) as c:
-        with _store.atomic_directory(path, overwrite) as tmp:
+        with _atomic.atomic_directory(path, overwrite) as tmp:
             runner = _Run(c, tmp)
             try:
                 summary = runner.run(ddf, in_memory, spec, options, rows_per_block, block_nnz)
@@ -692,10 +694,10 @@ class _Run:
             why = f" ({stats['rows']} rows, all invalid)" if stats.get("rows") else ""
             raise ValueError(f"the source {options['source']} holds no interactions{why}")
         user_counts_pre = merged["users"].sort_index()
-        users = Vocabulary._from_sorted_unique(user_counts_pre.index, spec.kinds[spec.user_col])
+        users = Vocabulary.from_sorted_unique(user_counts_pre.index, spec.kinds[spec.user_col])
         item_ids = merged["items"]
         item_ids = np.sort(item_ids) if isinstance(item_ids, np.ndarray) else item_ids[item_ids.argsort()]
-        items = Vocabulary._from_sorted_unique(item_ids, spec.kinds[spec.item_col])
+        items = Vocabulary.from_sorted_unique(item_ids, spec.kinds[spec.item_col])
         n_users, n_items = len(users), len(items)
         del merged
 
@@ -705,7 +707,7 @@ class _Run:
         total_rows = int(stats["valid_rows"])
         bucket_rows = int(settings.get("ingest.bucket-rows"))
         n_target = max(math.ceil(total_rows / bucket_rows), min(2 * n_workers, math.ceil(total_rows / 200_000)))
-        bucket_bounds = _store.block_bounds_for(user_counts_pre.to_numpy(),
+        bucket_bounds = _writer.block_bounds_for(user_counts_pre.to_numpy(),
                                                 block_nnz=max(1, math.ceil(total_rows / max(n_target, 1))))
         n_buckets = len(bucket_bounds) - 1
         users_f, items_f = c.scatter([users, items], broadcast=True, hash=False)
@@ -760,23 +762,23 @@ class _Run:
         if nnz == 0:
             raise ValueError(f"no interactions left after filtering with min_user_interactions={min_u} and "
                              f"min_item_interactions={min_i} ({nnz_pre} distinct interactions before filtering)")
-        users_out = Vocabulary._from_sorted_unique(users._ids[kept_users], users.kind)
-        items_out = Vocabulary._from_sorted_unique(items._ids[kept_items], items.kind)
+        users_out = users.subset(kept_users)
+        items_out = items.subset(kept_items)
         n_users_out, n_items_out = len(users_out), len(items_out)
 
         clock.lap("filter")
         # pass 5: write the blocks, then the shared chunks
-        bounds = _store.block_bounds_for(final_counts, rows_per_block=rows_per_block, block_nnz=block_nnz)
+        bounds = _writer.block_bounds_for(final_counts, rows_per_block=rows_per_block, block_nnz=block_nnz)
         indptr = np.zeros(n_users_out + 1, dtype=np.int64)
         np.cumsum(final_counts, out=indptr[1:])
-        _store.create_layout(self.tmp, n_users_out, n_items_out, nnz)
+        _writer.create_layout(self.tmp, n_users_out, n_items_out, nnz)
         import zarr
 
         zarr.open_array(self.tmp / "matrix" / "indptr", mode="r+")[:] = indptr
         zarr.open_array(self.tmp / "item_counts", mode="r+")[:] = item_counts[kept_items]
         remap = None
         if len(kept_items) < n_items:
-            remap_arr = np.full(n_items, -1, dtype=_store.index_dtype(n_items_out) if n_items_out < 2**31 else np.int64)
+            remap_arr = np.full(n_items, -1, dtype=_writer.index_dtype(n_items_out) if n_items_out < 2**31 else np.int64)
             remap_arr[kept_items] = np.arange(n_items_out)
             remap = c.scatter(remap_arr, broadcast=True, hash=False)
         has_values = spec.value_col is not None
@@ -788,13 +790,13 @@ class _Run:
             for j in range(len(bounds) - 1)])
         c.gather(writes)  # wait, and raise a failed block's own error
         chunk = int(zarr.open_array(self.tmp / "matrix" / "indices", mode="r").chunks[0])
-        shared = _store.shared_chunks(indptr[bounds], nnz, chunk)
+        shared = _writer.shared_chunks(indptr[bounds], nnz, chunk)
         assembled = self._track(c.map(_assemble, shared.tolist(), total=nnz, root=root, scratch=scratch, pure=False))
         c.gather(assembled)
         del writes, assembled, remap
         self._stage_done()
-        _store.write_vocabulary(self.tmp, "user_ids", users_out)
-        _store.write_vocabulary(self.tmp, "item_ids", items_out)
+        _writer.write_vocabulary(self.tmp, "user_ids", users_out)
+        _writer.write_vocabulary(self.tmp, "item_ids", items_out)
         dropped = {
             "null_ids": int(stats["null_ids"]),
             "invalid_values": int(stats["invalid_values"]),
@@ -807,7 +809,7 @@ class _Run:
         }
         values = {"binarized": bool(options["binarize"]), "duplicates": spec.duplicates if has_values else None,
                   "value_col": options["value_col"], "timestamp_col": spec.ts_col, "dtype": "float32"}
-        _store.write_root(self.tmp, _store.root_attrs(
+        _writer.write_root(self.tmp, _writer.root_attrs(
             n_users_out, n_items_out, nnz, bounds, values=values, ingest=options, dropped=dropped,
             source_rows=int(stats["rows"]), shuffle_buckets=int(n_buckets), input_partitions=int(n_parts)))
         (self.tmp / ".writing").unlink(missing_ok=True)

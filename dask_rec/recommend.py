@@ -366,7 +366,7 @@ def recommend_users(weights, histories, k: int = 10, exclude_seen: bool = True, 
                           np.zeros((0, k), np.float32), item_ids)
         return pd.concat(frames, ignore_index=True)
 
-    from .store import atomic_directory
+    from .atomic import atomic_directory
 
     path = Path(output).absolute()  # workers may run in another directory
     schema = _schema(user_ids, item_ids)

@@ -125,7 +125,7 @@ class _Model:
 
 def _chunks(n_users, n_items, n_interactions, n_groups, group_affinity, popularity_exponent, activity_sigma,
             seed, rows_per_file):
-    from dask_rec.store import block_bounds_for
+    from dask_rec.store_writer import block_bounds_for
 
     n_groups = _check(n_users, n_items, n_interactions, n_groups, group_affinity, popularity_exponent,
                       activity_sigma, rows_per_file)
@@ -193,7 +193,7 @@ def generate_interactions(path, n_users: int, n_items: int, n_interactions: int,
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from dask_rec.store import atomic_directory
+    from dask_rec.atomic import atomic_directory
 
     started = time.perf_counter()
     n_rows = n_files = 0

@@ -198,8 +198,9 @@ class Vocabulary:
         self._lookup = None
 
     @classmethod
-    def _from_sorted_unique(cls, ids, kind: str) -> "Vocabulary":
-        """Wrap IDs already sorted and unique (no checks: internal fast path)."""
+    def from_sorted_unique(cls, ids, kind: str) -> "Vocabulary":
+        """Wrap IDs already sorted and unique, of ``kind`` ``"int"`` or ``"str"`` (no checks: the
+        fast path for callers that built them so, such as the ingest's passes)."""
         self = cls.__new__(cls)
         self._kind = kind
         self._ids = _as_kind(ids, kind)
@@ -228,7 +229,11 @@ class Vocabulary:
             merged = pd.unique(pd.array(np.concatenate([np.asarray(_as_kind(p, kind), dtype=object) for p in parts]),
                                         dtype="str"))
             merged = merged[merged.argsort(kind="stable")]
-        return cls._from_sorted_unique(merged, kind)
+        return cls.from_sorted_unique(merged, kind)
+
+    def subset(self, positions) -> "Vocabulary":
+        """The vocabulary of the IDs at increasing ``positions`` (e.g. the users kept by a filter)."""
+        return Vocabulary.from_sorted_unique(self._ids[np.asarray(positions)], self._kind)
 
     # -- basic properties -------------------------------------------------------------------
     @property
@@ -452,7 +457,7 @@ class Vocabulary:
     @classmethod
     def _checked(cls, ids, kind: str, where: str) -> "Vocabulary":
         """Wrap stored IDs after checking they are sorted and unique."""
-        vocab = cls._from_sorted_unique(ids, kind)
+        vocab = cls.from_sorted_unique(ids, kind)
         v = vocab._ids
         if len(v) > 1:
             if kind == "int":

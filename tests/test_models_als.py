@@ -140,7 +140,7 @@ def test_blocks_change_only_round_off():
 
 @pytest.mark.parametrize("solver", ["cholesky", "cg"])
 def test_equal_factors_in_process_and_on_one_and_two_workers(tmp_path, solver, local_client, single_worker_client):
-    from dask_rec.store import write_store
+    from dask_rec.store_writer import write_store
 
     X = _weighted(9, 500, 60)
     write_store(tmp_path / "s.zarr", X, rows_per_block=120)
@@ -200,7 +200,7 @@ def test_cli_fit_recommend_and_evaluate_als(tmp_path, capsys):
 
     from dask_rec.cli import main
     from dask_rec.models.registry import load_model_directory
-    from dask_rec.store import write_store
+    from dask_rec.store_writer import write_store
 
     X = small_interactions(12, 200, 30)
     write_store(tmp_path / "s.zarr", X, np.arange(200) + 1000, np.arange(30) * 10, rows_per_block=50)

@@ -74,7 +74,7 @@ def test_too_large_a_catalog_is_refused_up_front(monkeypatch):
 
 
 def test_fit_on_a_store_in_a_cluster_equals_in_process(tmp_path):
-    from dask_rec.store import write_store
+    from dask_rec.store_writer import write_store
 
     X = small_interactions(5, n_users=240, n_items=35)
     write_store(tmp_path / "s.zarr", X, rows_per_block=60)

@@ -18,7 +18,8 @@ from dask_rec import SANSA, SANSAConfig
 from dask_rec.atomic import _host_tag, atomic_directory, directory_kind, sweep_stale
 from dask_rec.cli import main
 from dask_rec.models.popularity import PopRec
-from dask_rec.store import open_store, write_store
+from dask_rec.store import open_store
+from dask_rec.store_writer import write_store
 
 
 @pytest.fixture()

@@ -12,15 +12,9 @@ import zarr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dask_rec import store as store_mod
-from dask_rec.store import (
-    InteractionStore,
-    block_bounds_for,
-    chunk_pieces,
-    open_store,
-    shared_chunks,
-    write_store,
-)
+from dask_rec import store_writer
+from dask_rec.store import InteractionStore, open_store
+from dask_rec.store_writer import block_bounds_for, chunk_pieces, shared_chunks, write_store
 from dask_rec.vocabulary import Vocabulary
 
 
@@ -240,7 +234,7 @@ def test_exists_overwrite_and_atomic_failure(tmp_path, rng, monkeypatch):
     def boom(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(store_mod, "write_vocabulary", boom)
+    monkeypatch.setattr(store_writer, "write_vocabulary", boom)
     with pytest.raises(OSError, match="disk full"):
         write_store(target, Y, overwrite=True)
     monkeypatch.undo()

@@ -174,7 +174,7 @@ def test_tpe_without_optuna_is_one_clear_error(X, monkeypatch):
 
 def test_cli_tpe_without_optuna_is_one_line(X, tmp_path, monkeypatch, capsys):
     from dask_rec.cli import main
-    from dask_rec.store import write_store
+    from dask_rec.store_writer import write_store
 
     store = str(write_store(tmp_path / "s.zarr", X[:100]).path)
     monkeypatch.setitem(sys.modules, "optuna", None)
@@ -200,7 +200,7 @@ def test_bad_spaces_are_one_line_errors(X, space, kwargs, message):
 def test_cli_round_trip_tune_config_fit(X, tmp_path, local_client, capsys):
     from dask_rec.cli import main
     from dask_rec.persistence import load_model
-    from dask_rec.store import write_store
+    from dask_rec.store_writer import write_store
 
     store = str(write_store(tmp_path / "s.zarr", X).path)
     addr = ["--scheduler", local_client.scheduler.address]
@@ -224,7 +224,7 @@ def test_cli_round_trip_tune_config_fit(X, tmp_path, local_client, capsys):
 
 def test_cli_errors(X, tmp_path, capsys):
     from dask_rec.cli import main
-    from dask_rec.store import write_store
+    from dask_rec.store_writer import write_store
 
     store = str(write_store(tmp_path / "s.zarr", X[:200]).path)
     assert main(["tune", store, "--model", "itemknn", "--l2", "1,2"]) == 2

@@ -123,7 +123,7 @@ class ItemItemModel(Recommender):
 
         from dask_rec import __version__
         from dask_rec.persistence import item_vocabulary_attrs, write_csr_group
-        from dask_rec.store import atomic_directory
+        from dask_rec.atomic import atomic_directory
 
         if self.similarity_ is None:
             raise ValueError(f"this {type(self).__name__} is not fitted: call fit() first")

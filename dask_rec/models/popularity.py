@@ -281,7 +281,7 @@ def save_arrays(model, path, arrays: dict, *, overwrite: bool = False) -> str:
 
     from dask_rec import __version__
     from dask_rec.persistence import item_vocabulary_attrs, write_array
-    from dask_rec.store import atomic_directory
+    from dask_rec.atomic import atomic_directory
 
     if any(v is None for v in arrays.values()):
         raise ValueError(f"this {type(model).__name__} is not fitted: call fit() first")
