@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 import numpy as np
@@ -9,6 +10,7 @@ import scipy.sparse as sp
 
 from . import settings
 from .config import SANSAConfig
+from .jsonable import to_jsonable
 from .validation import check_interactions, check_k, check_n_items
 
 __all__ = ["SANSA"]
@@ -268,17 +270,70 @@ class SANSA:
 
     # ------------------------------------------------------------------ persistence
     def save(self, path, *, overwrite: bool = False) -> str:
-        """Write the model to a Zarr directory (atomically); see :mod:`dask_rec.persistence`."""
-        from .persistence import save_model
+        """Write the model to a Zarr directory (atomically); see :mod:`dask_rec.persistence`.
 
-        return save_model(self, path, overwrite=overwrite)
+        Weights left on the cluster by a fit are written by the workers; they never travel through
+        this process.
+        """
+        import zarr
+
+        from . import __version__
+        from .atomic import atomic_directory
+        from .config import config_to_dict
+        from .persistence import MODEL_FORMAT_VERSION, item_vocabulary_attrs
+
+        on_cluster = self._weights[0] is None and self._weights_handle is not None
+        if on_cluster:
+            self._require_client()
+        else:
+            self._require_weights()
+        with atomic_directory(path, overwrite, kind="model") as tmp:
+            root = zarr.open_group(str(tmp), mode="w", zarr_format=3)
+            root.attrs.update({
+                "format_version": MODEL_FORMAT_VERSION,
+                "kind": "dask_rec.SANSA",
+                "dask_rec_version": __version__,
+                "config": config_to_dict(self.config),
+                "n_items": int(self.n_items),
+                "fit_report": json.loads(json.dumps(to_jsonable(self.fit_report_), default=str)),
+                **item_vocabulary_attrs(self),
+            })
+            if on_cluster:
+                self._client.submit(_write_weights, self._weights_handle, str(tmp), pure=False).result()
+            else:
+                _write_weights(self.weights, str(tmp))
+            if self.item_vocabulary is not None:
+                self.item_vocabulary.save(tmp / "items.parquet")
+        return str(path)
 
     @classmethod
     def load(cls, path) -> "SANSA":
-        """Load a model written by :meth:`save` (no pickle involved)."""
-        from .persistence import load_model
+        """Load a model written by :meth:`save` (no pickle involved), checked as
+        :mod:`dask_rec.persistence` describes (one-line errors naming the damaged file)."""
+        from pathlib import Path
 
-        return load_model(path)
+        from .config import config_from_dict
+        from .exceptions import ModelFileError
+        from .persistence import config_error, open_member, open_model_root, read_csr_group, read_item_vocabulary
+
+        root, attrs = open_model_root(path, "dask_rec.SANSA")
+        try:
+            config = config_from_dict(attrs["config"])
+        except Exception as exc:
+            raise config_error(path, exc) from None
+        model = cls(config)
+        weights = [read_csr_group(open_member(root, name)) for name in ("W1", "W2")]
+        try:
+            model.load_weights(tuple(weights))
+        except ValueError as exc:
+            raise ModelFileError(f"{Path(path)}: {exc}") from None
+        n_items = attrs.get("n_items")
+        if n_items is not None and n_items != model.n_items:
+            raise ModelFileError(f"{Path(path) / 'zarr.json'}: n_items={n_items!r} but the weights have "
+                                 f"{model.n_items} items")
+        model.fit_report_ = attrs.get("fit_report", {})
+        model.item_vocabulary = read_item_vocabulary(path, model.n_items, attrs)
+        return model
 
     def _require_weights(self):
         W1, W2 = self.weights
@@ -322,3 +377,14 @@ def _performance_report(path):
     from distributed import performance_report
 
     return performance_report(filename=str(path))
+
+
+def _write_weights(weights, path: str) -> None:
+    """Write ``(W1, W2)`` as CSR groups of the model directory ``path`` (a task on a cluster)."""
+    import zarr
+
+    from .persistence import write_csr_group
+
+    root = zarr.open_group(path, mode="a", zarr_format=3)
+    for name, matrix in zip(("W1", "W2"), weights):
+        write_csr_group(root, name, matrix)

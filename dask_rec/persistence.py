@@ -1,6 +1,7 @@
-"""Saving and loading models as Zarr directories: no pickle, written atomically, checked on load.
+"""Model directories: the checked readers and writers every model's ``save``/``load`` is built from.
 
-Layout of a model directory::
+No pickle, written atomically, checked on load. Layout of a SANSA model directory (written by
+:meth:`dask_rec.SANSA.save`; the other models keep the same root attrs and their own arrays)::
 
     model.zarr/
       zarr.json            root attrs: format_version, kind, dask_rec_version, config (JSON), n_items, fit_report
@@ -35,10 +36,9 @@ import numpy as np
 import scipy.sparse as sp
 
 from .exceptions import ModelFileError
-from .jsonable import to_jsonable
 
 
-__all__ = ["save_model", "load_model", "write_csr_group", "read_csr_group", "write_array", "read_array",
+__all__ = ["write_csr_group", "read_csr_group", "write_array", "read_array",
            "open_model_root", "open_member", "read_item_vocabulary", "item_vocabulary_attrs", "MODEL_FORMAT_VERSION"]
 
 MODEL_FORMAT_VERSION = 1
@@ -215,69 +215,3 @@ def read_item_vocabulary(path, n_items: int | None = None, attrs: dict | None = 
 def config_error(path, exc: BaseException) -> ModelFileError:
     """The error for a model whose stored ``config`` does not build its config class."""
     return ModelFileError(f"{Path(path) / 'zarr.json'}: the stored config is invalid ({_one_line(exc)})")
-
-
-def save_model(model, path, *, overwrite: bool = False) -> str:
-    """Write ``model`` (a fitted :class:`~dask_rec.SANSA`) to the Zarr directory ``path``."""
-    import zarr
-
-    from . import __version__
-    from .atomic import atomic_directory
-    from .config import config_to_dict
-
-    on_cluster = model._weights[0] is None and model._weights_handle is not None
-    if on_cluster:
-        model._require_client()
-    else:
-        model._require_weights()
-
-    with atomic_directory(path, overwrite, kind="model") as tmp:
-        root = zarr.open_group(str(tmp), mode="w", zarr_format=3)
-        root.attrs.update({
-            "format_version": MODEL_FORMAT_VERSION,
-            "kind": "dask_rec.SANSA",
-            "dask_rec_version": __version__,
-            "config": config_to_dict(model.config),
-            "n_items": int(model.n_items),
-            "fit_report": json.loads(json.dumps(to_jsonable(model.fit_report_), default=str)),
-            **item_vocabulary_attrs(model),
-        })
-        if on_cluster:  # the workers write the weights; they never travel through this process
-            model._client.submit(_write_weights, model._weights_handle, str(tmp), pure=False).result()
-        else:
-            _write_weights(model.weights, str(tmp))
-        if model.item_vocabulary is not None:
-            model.item_vocabulary.save(tmp / "items.parquet")
-    return str(path)
-
-
-def _write_weights(weights, path: str) -> None:
-    import zarr
-
-    root = zarr.open_group(path, mode="a", zarr_format=3)
-    for name, matrix in zip(("W1", "W2"), weights):
-        write_csr_group(root, name, matrix)
-
-
-def load_model(path):
-    """Load a model written by :func:`save_model`, checked (see "Integrity" in the module docstring)."""
-    from .config import config_from_dict
-    from .model import SANSA
-
-    root, attrs = open_model_root(path, "dask_rec.SANSA")
-    try:
-        config = config_from_dict(attrs["config"])
-    except Exception as exc:
-        raise config_error(path, exc) from None
-    model = SANSA(config)
-    weights = [read_csr_group(open_member(root, name)) for name in ("W1", "W2")]
-    try:
-        model.load_weights(tuple(weights))
-    except ValueError as exc:
-        raise ModelFileError(f"{Path(path)}: {exc}") from None
-    n_items = attrs.get("n_items")
-    if n_items is not None and n_items != model.n_items:
-        raise ModelFileError(f"{Path(path) / 'zarr.json'}: n_items={n_items!r} but the weights have {model.n_items} items")
-    model.fit_report_ = attrs.get("fit_report", {})
-    model.item_vocabulary = read_item_vocabulary(path, model.n_items, attrs)
-    return model

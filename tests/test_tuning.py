@@ -199,7 +199,6 @@ def test_bad_spaces_are_one_line_errors(X, space, kwargs, message):
 
 def test_cli_round_trip_tune_config_fit(X, tmp_path, local_client, capsys):
     from dask_rec.cli import main
-    from dask_rec.persistence import load_model
     from dask_rec.store_writer import write_store
 
     store = str(write_store(tmp_path / "s.zarr", X).path)
@@ -215,7 +214,7 @@ def test_cli_round_trip_tune_config_fit(X, tmp_path, local_client, capsys):
     assert json.loads(best.read_text()) == out["best_config"]
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main(["fit", store, str(tmp_path / "m2.zarr"), "--config", str(best), *addr]) == 0
-    m1, m2 = load_model(refit), load_model(tmp_path / "m2.zarr")
+    m1, m2 = SANSA.load(refit), SANSA.load(tmp_path / "m2.zarr")
     assert m1.config == m2.config == api.best_config
     oracle = SANSA(api.best_config).fit(X).weights
     for a, b, c in zip(m1.weights, m2.weights, oracle):
