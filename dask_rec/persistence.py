@@ -30,16 +30,19 @@ from __future__ import annotations
 
 import json
 import zlib
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
 
 from .exceptions import ModelFileError
+from .jsonable import to_jsonable
 
 
 __all__ = ["write_csr_group", "read_csr_group", "write_array", "read_array",
-           "open_model_root", "open_member", "read_item_vocabulary", "item_vocabulary_attrs", "MODEL_FORMAT_VERSION"]
+           "open_model_root", "open_member", "read_item_vocabulary", "item_vocabulary_attrs", "save_arrays", "load_arrays",
+           "MODEL_FORMAT_VERSION"]
 
 MODEL_FORMAT_VERSION = 1
 
@@ -215,3 +218,46 @@ def read_item_vocabulary(path, n_items: int | None = None, attrs: dict | None = 
 def config_error(path, exc: BaseException) -> ModelFileError:
     """The error for a model whose stored ``config`` does not build its config class."""
     return ModelFileError(f"{Path(path) / 'zarr.json'}: the stored config is invalid ({_one_line(exc)})")
+
+
+# ---------------------------------------------------------------------------------------------
+# models saved as dense arrays (the count baselines, EASE, ALS)
+# ---------------------------------------------------------------------------------------------
+
+def save_arrays(model, path, arrays: dict, *, overwrite: bool = False) -> str:
+    """Write ``model``'s kind, config (a dataclass, as JSON) and dense ``arrays`` to a Zarr directory."""
+    import zarr
+
+    from dask_rec import __version__
+    from dask_rec.atomic import atomic_directory
+
+    if any(v is None for v in arrays.values()):
+        raise ValueError(f"this {type(model).__name__} is not fitted: call fit() first")
+    with atomic_directory(path, overwrite, marker="zarr.json") as tmp:
+        root = zarr.open_group(str(tmp), mode="w", zarr_format=3)
+        root.attrs.update({
+            "format_version": 1, "kind": model.kind, "dask_rec_version": __version__,
+            "config": json.loads(json.dumps(asdict(model.config))), "n_items": int(model.n_items),
+            "fit_report": to_jsonable(model.fit_report_),
+            **item_vocabulary_attrs(model),
+        })
+        for name, values in arrays.items():
+            write_array(root, name, np.asarray(values))
+        if model.item_vocabulary is not None:
+            model.item_vocabulary.save(tmp / "items.parquet")
+    return str(path)
+
+
+def load_arrays(path, kind: str, names=("item_counts",)):
+    """``(root attrs, {name: array}, item vocabulary or None)`` of a directory written by :func:`save_arrays`.
+
+    Checked as this module's docstring describes: one-line errors naming the damaged file.
+    """
+    root, attrs = open_model_root(path, kind)
+    arrays = {name: read_array(root, name) for name in names}
+    n_items = attrs.get("n_items")
+    for name, values in arrays.items():
+        if isinstance(n_items, int) and values.ndim == 1 and values.shape[0] != n_items:
+            raise ModelFileError(f"{path}/{name}: {values.shape[0]} values for a model of {n_items} items")
+    vocabulary = read_item_vocabulary(path, n_items if isinstance(n_items, int) else None, attrs)
+    return attrs, arrays, vocabulary
