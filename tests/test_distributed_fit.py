@@ -168,7 +168,7 @@ def test_distributed_fit_equals_in_process_on_large_datasets(dataset):
 
 @pytest.mark.slow
 def test_recommend_users_on_gowalla_split_equals_in_process_recommend():
-    from dask_rec.evaluation import split_strong_generalization
+    from dask_rec.serving.evaluation import split_strong_generalization
 
     X = interaction_matrix("gowalla")
     split = split_strong_generalization(X, n_test_users=3000, seed=0)

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from dask_rec.evaluation import PopularityBaseline, evaluate, split_strong_generalization
-from dask_rec.store_writer import write_store
+from dask_rec.serving.evaluation import PopularityBaseline, evaluate, split_strong_generalization
+from dask_rec.data.store_writer import write_store
 
 
 def _random_interactions(rng, n_users=300, n_items=60, density=0.08):

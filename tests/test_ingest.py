@@ -13,11 +13,11 @@ import scipy.sparse as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dask_rec.ingestion import ingest
+from dask_rec.data.ingestion import ingest
 from dask_rec.kernels.interactions import dedup_entries
-from dask_rec.store import open_store
-from dask_rec.synthetic import make_interactions
-from dask_rec.vocabulary import Vocabulary
+from dask_rec.data.store import open_store
+from dask_rec.data.synthetic import make_interactions
+from dask_rec.data.vocabulary import Vocabulary
 
 
 # ---------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import scipy.sparse as sp
 
 from dask_rec.config import ExactUnitLowerTriangleInverterConfig, UMRUnitLowerTriangleInverterConfig
 from dask_rec.executor import DaskExecutor, InProcessExecutor
-from dask_rec.invert import assemble_blocks, auto_block_columns, invert_unit_lower, resolve_partition, task_memory_bytes
+from dask_rec.models.sansa.invert import assemble_blocks, auto_block_columns, invert_unit_lower, resolve_partition, task_memory_bytes
 from dask_rec.kernels.pruning import prune_to_nnz
 
 DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
@@ -196,7 +196,7 @@ def test_incremental_summaries_equal_recomputed_ones(L_ml100k, factor, monkeypat
     """Summaries reuse the residual norms of unchanged columns, a scan whose threshold lies above
     every residual is skipped without tasks, and a prune whose threshold stays in the last
     one's coarse bin needs no second histogram round: none changes a number of the result."""
-    import dask_rec.invert as inv
+    import dask_rec.models.sansa.invert as inv
 
     L = L_ml100k if factor == "ml-100k" else random_unit_lower(400, 6, 0.05, 1)
     n = L.shape[0]

@@ -140,12 +140,12 @@ def test_blocks_change_only_round_off():
 
 @pytest.mark.parametrize("solver", ["cholesky", "cg"])
 def test_equal_factors_in_process_and_on_one_and_two_workers(tmp_path, solver, local_client, single_worker_client):
-    from dask_rec.store_writer import write_store
+    from dask_rec.data.store_writer import write_store
 
     X = _weighted(9, 500, 60)
     write_store(tmp_path / "s.zarr", X, rows_per_block=120)
     config = ALSConfig(factors=6, regularization=0.5, alpha=2.0, iterations=4, solver=solver)
-    from dask_rec.store import open_store
+    from dask_rec.data.store import open_store
 
     store = open_store(tmp_path / "s.zarr")
     two = ALS(config).fit(store, client=local_client, keep_user_factors=True)
@@ -200,7 +200,7 @@ def test_cli_fit_recommend_and_evaluate_als(tmp_path, capsys):
 
     from dask_rec.cli import main
     from dask_rec.models.registry import load_model_directory
-    from dask_rec.store_writer import write_store
+    from dask_rec.data.store_writer import write_store
 
     X = small_interactions(12, 200, 30)
     write_store(tmp_path / "s.zarr", X, np.arange(200) + 1000, np.arange(30) * 10, rows_per_block=50)
@@ -239,7 +239,7 @@ class _ImplicitFoldIn:
 def _compare_with_implicit(name, factors, regularization, alpha, iterations, same_start, n_test):
     from implicit.cpu.als import AlternatingLeastSquares
 
-    from dask_rec.evaluation import evaluate, split_strong_generalization
+    from dask_rec.serving.evaluation import evaluate, split_strong_generalization
     from shared_data import interaction_matrix
 
     X = interaction_matrix(name)

@@ -56,7 +56,7 @@ def test_recommendations_equal_dense_numpy_top_k():
 
 
 def test_too_large_a_catalog_is_refused_up_front(monkeypatch):
-    import dask_rec.gramian
+    import dask_rec.stages.gramian
     import dask_rec.memory_plan as plan
     from dask_rec.exceptions import InsufficientMemoryError
 
@@ -64,7 +64,7 @@ def test_too_large_a_catalog_is_refused_up_front(monkeypatch):
         raise AssertionError("the Gramian must not be reduced before the memory check")
 
     monkeypatch.setattr(plan, "memory_limits", lambda executor: plan.MemoryLimits(2**30, 2**30, 1, True))
-    monkeypatch.setattr(dask_rec.gramian, "reduce_gramian", no_gramian)
+    monkeypatch.setattr(dask_rec.stages.gramian, "reduce_gramian", no_gramian)
     import scipy.sparse as sp
 
     X = sp.csr_matrix((np.ones(3, np.float32), ([0, 1, 2], [0, 1, 29_999])), shape=(3, 30_000))
@@ -74,7 +74,7 @@ def test_too_large_a_catalog_is_refused_up_front(monkeypatch):
 
 
 def test_fit_on_a_store_in_a_cluster_equals_in_process(tmp_path):
-    from dask_rec.store_writer import write_store
+    from dask_rec.data.store_writer import write_store
 
     X = small_interactions(5, n_users=240, n_items=35)
     write_store(tmp_path / "s.zarr", X, rows_per_block=60)

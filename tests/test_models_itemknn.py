@@ -70,7 +70,7 @@ def test_same_neighbours_and_scores_as_implicit_cosine():
 
 
 def test_fit_on_a_store_in_a_cluster_equals_in_process(tmp_path):
-    from dask_rec.store_writer import write_store
+    from dask_rec.data.store_writer import write_store
 
     X = _weighted(2)
     write_store(tmp_path / "s.zarr", X, rows_per_block=60)

@@ -74,7 +74,7 @@ class _SANSAAdapter:
         return self.wrapped.recommend(X, k)
 
     def scorer(self):
-        from dask_rec.scorers import resolve_scorer
+        from dask_rec.serving.scorers import resolve_scorer
 
         return resolve_scorer(self.wrapped)
 
@@ -134,7 +134,7 @@ def test_userpop_ranks_own_counts():
 
 
 def test_popularity_baseline_still_works():
-    from dask_rec.evaluation import PopularityBaseline
+    from dask_rec.serving.evaluation import PopularityBaseline
 
     X = small_interactions()
     np.testing.assert_array_equal(PopularityBaseline().fit(X).topk_block(X[:5], 4)[0],

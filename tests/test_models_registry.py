@@ -16,7 +16,7 @@ from dask_rec.models import registry
 
 @pytest.fixture()
 def store(tmp_path):
-    from dask_rec.store_writer import write_store
+    from dask_rec.data.store_writer import write_store
 
     X = small_interactions(n_users=200, n_items=30)
     write_store(tmp_path / "s.zarr", X, np.arange(200) + 1000, np.arange(30) * 10, rows_per_block=50)

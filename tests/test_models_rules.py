@@ -73,7 +73,7 @@ class TestAssociationRulesLift(RecommenderConformance):
 def test_fit_on_a_store_in_a_cluster_equals_in_process(tmp_path):
     import dask
 
-    from dask_rec.store_writer import write_store
+    from dask_rec.data.store_writer import write_store
 
     X = small_interactions(11, n_users=240, n_items=35)
     write_store(tmp_path / "s.zarr", X, rows_per_block=60)

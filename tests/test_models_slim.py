@@ -77,7 +77,7 @@ def test_l1_above_every_cooccurrence_gives_no_weights():
 
 
 def test_fit_on_a_store_in_a_cluster_equals_in_process(tmp_path):
-    from dask_rec.store_writer import write_store
+    from dask_rec.data.store_writer import write_store
 
     X = small_interactions(9, n_users=240, n_items=35)
     write_store(tmp_path / "s.zarr", X, rows_per_block=60)

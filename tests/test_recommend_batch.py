@@ -9,11 +9,11 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from dask_rec.evaluation import PopularityBaseline
+from dask_rec.serving.evaluation import PopularityBaseline
 from dask_rec.kernels.scoring import recommend_block
-from dask_rec.recommend import recommend_users
-from dask_rec.store_writer import write_store
-from dask_rec.vocabulary import UnknownIDError, Vocabulary
+from dask_rec.serving.recommend import recommend_users
+from dask_rec.data.store_writer import write_store
+from dask_rec.data.vocabulary import UnknownIDError, Vocabulary
 
 N_USERS, N_ITEMS, K = 230, 70, 8
 

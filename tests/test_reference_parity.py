@@ -11,7 +11,7 @@ import pytest
 sansa = pytest.importorskip("sansa", reason="the reference package sansa==1.1.0 (test extra) is not installed")
 
 import dask_rec  # noqa: E402
-from dask_rec.evaluation import evaluate, split_strong_generalization  # noqa: E402
+from dask_rec.serving.evaluation import evaluate, split_strong_generalization  # noqa: E402
 from shared_data import interaction_matrix  # noqa: E402
 
 

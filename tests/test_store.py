@@ -12,10 +12,10 @@ import zarr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dask_rec import store_writer
-from dask_rec.store import InteractionStore, open_store
-from dask_rec.store_writer import block_bounds_for, chunk_pieces, shared_chunks, write_store
-from dask_rec.vocabulary import Vocabulary
+from dask_rec.data import store_writer
+from dask_rec.data.store import InteractionStore, open_store
+from dask_rec.data.store_writer import block_bounds_for, chunk_pieces, shared_chunks, write_store
+from dask_rec.data.vocabulary import Vocabulary
 
 
 def random_csr(rng, n_rows, n_cols, density=0.05):

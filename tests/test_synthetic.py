@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from dask_rec.synthetic import generate_interactions, make_interactions, planted_groups
+from dask_rec.data.synthetic import generate_interactions, make_interactions, planted_groups
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +123,7 @@ def test_invalid_arguments():
 
 
 def test_generated_log_ingests(tmp_path, local_client):
-    from dask_rec.ingestion import ingest
+    from dask_rec.data.ingestion import ingest
 
     path = generate_interactions(tmp_path / "log", 400, 150, 12_000, seed=5, rows_per_file=3000)
     s = ingest(path, tmp_path / "s.zarr", client=local_client, rows_per_block=64)

@@ -14,9 +14,9 @@ import pytest
 import scipy.sparse as sp
 
 from dask_rec import SANSA, ICFGramianFactorizerConfig, SANSAConfig, UMRUnitLowerTriangleInverterConfig
-from dask_rec import training
+from dask_rec.models.sansa import training
 from dask_rec.exceptions import InsufficientMemoryError
-from dask_rec.gramian_store import open_lower_gramian
+from dask_rec.stages.gramian_store import open_lower_gramian
 from dask_rec.memory_plan import MemoryLimits
 
 CONFIG = SANSAConfig(10.0, 0.05, ICFGramianFactorizerConfig(),
@@ -171,7 +171,7 @@ def test_a_task_that_kills_its_workers_becomes_a_memory_error_naming_the_stage()
 
 
 def test_planned_gramian_blocks_respect_the_task_budget_and_the_lower_bound_holds(X):
-    from dask_rec.gramian import ENTRY_BYTES, lower_column_bound, plan_lower_blocks
+    from dask_rec.stages.gramian import ENTRY_BYTES, lower_column_bound, plan_lower_blocks
     from dask_rec.kernels.gramian import permute_items, upper_gramian_rows, upper_row_work
 
     order = np.argsort(np.asarray((X != 0).sum(axis=0)).ravel(), kind="stable")
@@ -204,8 +204,8 @@ def test_assembled_route_plans_column_blocks_too(X, monkeypatch):
 
 
 def test_memory_estimates_grow_with_what_they_describe():
-    from dask_rec.factorize import streamed_factorization_bytes
-    from dask_rec.invert import task_memory_bytes
+    from dask_rec.models.sansa.factorize import streamed_factorization_bytes
+    from dask_rec.models.sansa.invert import task_memory_bytes
 
     assert streamed_factorization_bytes(10**6, 5e-5, 0) > 20 * 50 * 10**6
     assert task_memory_bytes(10**6, 50 * 10**6, 4096) > 8 * 50 * 10**6
@@ -213,7 +213,7 @@ def test_memory_estimates_grow_with_what_they_describe():
 
 
 def test_one_shared_gramian_gives_each_config_the_weights_of_its_own_fit(X, tmp_path):
-    from dask_rec.blocks import as_row_block_source
+    from dask_rec.data.blocks import as_row_block_source
     from dask_rec.executor import InProcessExecutor
 
     executor = InProcessExecutor()
@@ -292,7 +292,7 @@ def test_bigmem_placement_spreads_over_tied_workers_and_prefers_the_resource():
 
 
 def test_in_memory_data_on_workers_of_several_hosts_needs_a_shared_scratch_dir(X, tmp_path):
-    from dask_rec.blocks import as_row_block_source
+    from dask_rec.data.blocks import as_row_block_source
 
     class Client:
         def scheduler_info(self):
@@ -309,7 +309,7 @@ def test_in_memory_data_on_workers_of_several_hosts_needs_a_shared_scratch_dir(X
 
 
 def test_a_gramian_stage_that_fails_midway_leaves_no_blocks_on_disk(X, tmp_path, monkeypatch):
-    from dask_rec import gramian_store
+    from dask_rec.stages import gramian_store
 
     written, write_block = [], gramian_store.write_block
 

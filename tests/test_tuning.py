@@ -10,10 +10,11 @@ import pytest
 import scipy.sparse as sp
 from shared_data import interaction_matrix
 
-from dask_rec import SANSA, SANSAConfig, training
-from dask_rec.evaluation import evaluate, split_strong_generalization
-from dask_rec.tuning import tune, validation_split
-from dask_rec.tuning_result import config_file_dict
+from dask_rec import SANSA, SANSAConfig
+from dask_rec.models.sansa import training
+from dask_rec.serving.evaluation import evaluate, split_strong_generalization
+from dask_rec.tuning.search import tune, validation_split
+from dask_rec.tuning.result import config_file_dict
 
 SPACE = {"l2": [10.0, 300.0], "density": [5e-3, 2e-2]}
 
@@ -108,7 +109,7 @@ def test_concurrent_trials_on_a_cluster_equal_in_process_trials(X, local_client)
 
 def test_concurrency_is_bounded_by_the_bigmem_worker(X, monkeypatch):
     from dask_rec import memory_plan, settings
-    from dask_rec.factorize import streamed_factorization_bytes
+    from dask_rec.models.sansa.factorize import streamed_factorization_bytes
 
     seen = {}
     real = training.compute_lower_gramian
@@ -153,7 +154,7 @@ def test_tpe_search_stays_in_range_and_picks_its_best(X):
 
 def test_tpe_patience_stops_the_search(X, monkeypatch):
     pytest.importorskip("optuna")
-    from dask_rec import tuning
+    from dask_rec.tuning import search as tuning
 
     def fake_trial(self, point):  # each trial worse than the one before: the first stays the best
         value = 1.0 - len(self.trials) / 100
@@ -174,7 +175,7 @@ def test_tpe_without_optuna_is_one_clear_error(X, monkeypatch):
 
 def test_cli_tpe_without_optuna_is_one_line(X, tmp_path, monkeypatch, capsys):
     from dask_rec.cli import main
-    from dask_rec.store_writer import write_store
+    from dask_rec.data.store_writer import write_store
 
     store = str(write_store(tmp_path / "s.zarr", X[:100]).path)
     monkeypatch.setitem(sys.modules, "optuna", None)
@@ -199,7 +200,7 @@ def test_bad_spaces_are_one_line_errors(X, space, kwargs, message):
 
 def test_cli_round_trip_tune_config_fit(X, tmp_path, local_client, capsys):
     from dask_rec.cli import main
-    from dask_rec.store_writer import write_store
+    from dask_rec.data.store_writer import write_store
 
     store = str(write_store(tmp_path / "s.zarr", X).path)
     addr = ["--scheduler", local_client.scheduler.address]
@@ -223,7 +224,7 @@ def test_cli_round_trip_tune_config_fit(X, tmp_path, local_client, capsys):
 
 def test_cli_errors(X, tmp_path, capsys):
     from dask_rec.cli import main
-    from dask_rec.store_writer import write_store
+    from dask_rec.data.store_writer import write_store
 
     store = str(write_store(tmp_path / "s.zarr", X[:200]).path)
     assert main(["tune", store, "--model", "itemknn", "--l2", "1,2"]) == 2

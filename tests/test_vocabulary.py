@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dask_rec.vocabulary import UnknownIDError, Vocabulary
+from dask_rec.data.vocabulary import UnknownIDError, Vocabulary
 
 
 def test_int_ids_sorted_and_deduplicated():
@@ -200,7 +200,7 @@ def test_dense_and_sparse_int_lookups_agree(rng):
 
 
 def test_positional_vocabulary_keeps_the_callers_order():
-    from dask_rec.vocabulary import PositionalVocabulary, UnknownIDError, as_vocabulary
+    from dask_rec.data.vocabulary import PositionalVocabulary, UnknownIDError, as_vocabulary
 
     v = as_vocabulary(np.array(["c", "a", "b"]))
     assert isinstance(v, PositionalVocabulary)

@@ -5,7 +5,7 @@ ID types) and returns its valid rows; :func:`scan_partition` summarises it for t
 (rows per user, distinct items, ID kinds, drop counts) and :func:`merge_scans` merges such
 summaries (associative, for a tree reduction); :func:`dedup_entries` merges duplicate
 (user, item) rows by a policy; :func:`filter_round` is one round of iterated min-count
-filtering. :mod:`dask_rec.ingestion` runs them as tasks.
+filtering. :mod:`dask_rec.data.ingestion` runs them as tasks.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from dask_rec.vocabulary import id_kind, sorted_unique
+from dask_rec.data.vocabulary import id_kind, sorted_unique
 
 __all__ = ["PartitionSpec", "clean_partition", "scan_partition", "merge_scans", "dedup_entries", "filter_round"]
 

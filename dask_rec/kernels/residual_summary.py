@@ -3,7 +3,7 @@
 A block's summary holds the largest and the summed squared residual norm ``‖e_j − L m_j‖``, its
 entry count and its top-``k`` columns by ``‖r_j‖ / sqrt(n − j)`` (the columns finetune steps
 update); summaries of blocks merge by a tree reduction (:func:`merge_residual_summaries`).
-No Dask here: :mod:`dask_rec.invert` schedules these as tasks.
+No Dask here: :mod:`dask_rec.models.sansa.invert` schedules these as tasks.
 """
 
 from __future__ import annotations

@@ -17,9 +17,9 @@ A block can cap what it holds (:func:`umr_update_block` ``cap``): at most ``cap`
 entries, those of largest magnitude in the block (ties at the cut kept). It is applied while the
 block is built, by compacting the output buffer to its top ``cap`` whenever it exceeds ``2·cap``;
 the result equals capping the finished block at once, so it does not depend on how the work is
-scheduled. See :mod:`dask_rec.invert` for when the cap can change results.
+scheduled. See :mod:`dask_rec.models.sansa.invert` for when the cap can change results.
 
-The functions here know nothing about Dask; :mod:`dask_rec.invert` schedules them.
+The functions here know nothing about Dask; :mod:`dask_rec.models.sansa.invert` schedules them.
 """
 
 from __future__ import annotations

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dask_rec.item_counts import item_counts_of
-from dask_rec.persistence import load_arrays, save_arrays
+from dask_rec.stages.item_counts import item_counts_of
+from dask_rec.models.persistence import load_arrays, save_arrays
 from dask_rec.kernels.gramian import sum_arrays
 from dask_rec.kernels.scoring import popularity_order, popularity_topk_block
 
@@ -88,7 +88,7 @@ class PopRec(Recommender):
     @classmethod
     def load(cls, path) -> "PopRec":
         """Load a model written by :meth:`save` (no pickle involved)."""
-        from dask_rec.persistence import config_error
+        from dask_rec.models.persistence import config_error
 
         attrs, arrays, vocabulary = load_arrays(path, cls.kind)
         try:

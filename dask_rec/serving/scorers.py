@@ -56,7 +56,7 @@ def resolve_scorer(model):
 
     A scorer is any picklable object with ``topk_block(X_block, k, exclude_seen, n_threads=1)``
     returning ``(ids, scores)`` per the recommend contract and an ``n_items`` attribute (e.g.
-    :class:`dask_rec.evaluation.PopularityBaseline`).
+    :class:`dask_rec.serving.evaluation.PopularityBaseline`).
     """
     if isinstance(model, (tuple, list)) and len(model) == 2:
         W1, W2 = model

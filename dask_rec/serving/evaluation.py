@@ -7,7 +7,7 @@ Recall@k, NDCG@k and catalog coverage (:mod:`dask_rec.kernels.metrics`).
 
 :func:`evaluate` scores one block of held-out users per task, in process or on a cluster, and
 reduces the blocks' small partial sums; the model travels to the workers once per call (see
-:mod:`dask_rec.scorers`; the blocks are :mod:`dask_rec.user_blocks`').
+:mod:`dask_rec.serving.scorers`; the blocks are :mod:`dask_rec.stages.user_blocks`').
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import scipy.sparse as sp
 from dask_rec.executor import executor_for, is_future
 from dask_rec.kernels.metrics import METRICS, finalize_metrics, merge_metric_sums, metric_sums
 from dask_rec.kernels.scoring import popularity_order, popularity_topk_block
-from dask_rec.scorers import resolve_scorer, share
-from dask_rec.user_blocks import block_bounds, is_store, load_rows, row_payloads, task_threads
+from dask_rec.serving.scorers import resolve_scorer, share
+from dask_rec.stages.user_blocks import block_bounds, is_store, load_rows, row_payloads, task_threads
 
 __all__ = ["StrongGeneralizationSplit", "split_strong_generalization", "evaluate", "PopularityBaseline"]
 
@@ -204,7 +204,7 @@ def evaluate(model_or_weights, history, targets, ks=(20, 100), metrics=METRICS, 
     client : distributed.Client, optional
         Run the block tasks on this cluster; in this process when None.
     users_per_block : int, optional
-        Users per task (default: as :func:`dask_rec.recommend.recommend_users`).
+        Users per task (default: as :func:`dask_rec.serving.recommend.recommend_users`).
     exclude_seen : bool, default True
         Leave the users' history items out of their rankings.
     k : int or sequence of int, optional

@@ -125,7 +125,7 @@ class _Model:
 
 def _chunks(n_users, n_items, n_interactions, n_groups, group_affinity, popularity_exponent, activity_sigma,
             seed, rows_per_file):
-    from dask_rec.store_writer import block_bounds_for
+    from dask_rec.data.store_writer import block_bounds_for
 
     n_groups = _check(n_users, n_items, n_interactions, n_groups, group_affinity, popularity_exponent,
                       activity_sigma, rows_per_file)
@@ -188,12 +188,12 @@ def generate_interactions(path, n_users: int, n_items: int, n_interactions: int,
     Returns
     -------
     pathlib.Path
-        The dataset directory (pass it to :func:`dask_rec.ingestion`).
+        The dataset directory (pass it to :func:`dask_rec.data.ingestion`).
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from dask_rec.atomic import atomic_directory
+    from dask_rec.data.atomic import atomic_directory
 
     started = time.perf_counter()
     n_rows = n_files = 0
@@ -205,7 +205,7 @@ def generate_interactions(path, n_users: int, n_items: int, n_interactions: int,
             n_rows += len(users)
             n_files += 1
         info = {
-            "generator": "dask_rec.synthetic.generate_interactions",
+            "generator": "dask_rec.data.synthetic.generate_interactions",
             "n_users": int(n_users), "n_items": int(n_items), "n_interactions": int(n_interactions),
             "n_groups": int(_default_groups(n_items) if n_groups is None else n_groups),
             "group_affinity": group_affinity, "popularity_exponent": popularity_exponent,
@@ -214,7 +214,7 @@ def generate_interactions(path, n_users: int, n_items: int, n_interactions: int,
             "seconds": round(time.perf_counter() - started, 3),
         }
         (tmp / "_generator.json").write_text(json.dumps(info, indent=2))
-    from dask_rec.atomic import local_path
+    from dask_rec.data.atomic import local_path
 
     return local_path(path)
 

@@ -8,10 +8,10 @@ import logging
 import numpy as np
 import scipy.sparse as sp
 
-from . import settings
-from .config import SANSAConfig
-from .jsonable import to_jsonable
-from .validation import check_interactions, check_k, check_n_items
+from dask_rec import settings
+from dask_rec.config import SANSAConfig
+from dask_rec.jsonable import to_jsonable
+from dask_rec.validation import check_interactions, check_k, check_n_items
 
 __all__ = ["SANSA"]
 
@@ -144,10 +144,10 @@ class SANSA:
         -------
         self
         """
-        from .blocks import as_row_block_source
-        from .cluster import client_context, current_client
-        from .executor import InProcessExecutor, executor_for
-        from .training import fit_weights
+        from dask_rec.data.blocks import as_row_block_source
+        from dask_rec.cluster import client_context, current_client
+        from dask_rec.executor import InProcessExecutor, executor_for
+        from dask_rec.models.sansa.training import fit_weights
 
         if not isinstance(compute_gramian, (bool, np.bool_)):
             raise TypeError(f"compute_gramian must be True or False; got {compute_gramian!r}")
@@ -201,7 +201,7 @@ class SANSA:
         Unlike the reference (which returns a sparse product) this returns a dense array: use
         :meth:`recommend` or :meth:`recommend_users` for large batches, which work in bounded blocks.
         """
-        from .kernels.scoring import score_block
+        from dask_rec.kernels.scoring import score_block
 
         W1, W2 = self._require_weights()
         X = check_interactions(X, "X", allow_empty=True)
@@ -224,7 +224,7 @@ class SANSA:
         scores : ndarray of float32, same shape
             Rows with fewer than ``k`` candidates are padded with id −1 and score −inf.
         """
-        from .kernels.scoring import recommend_block
+        from dask_rec.kernels.scoring import recommend_block
 
         W1, W2 = self._require_weights()
         k = check_k(k)
@@ -242,8 +242,8 @@ class SANSA:
         return (ids[0], scores[0]) if single else (ids, scores)
 
     def recommend_users(self, histories, k: int = 10, *, exclude_seen: bool = True, output=None, client=None, **kwargs):
-        """Batch top-``k`` for many users as user-block tasks; see :func:`dask_rec.recommend.recommend_users`."""
-        from .recommend import recommend_users
+        """Batch top-``k`` for many users as user-block tasks; see :func:`dask_rec.serving.recommend.recommend_users`."""
+        from dask_rec.serving.recommend import recommend_users
 
         kwargs.setdefault("item_vocabulary", self.item_vocabulary)
         open_client = self._client is not None and getattr(self._client, "status", "running") not in ("closing", "closed")
@@ -255,7 +255,7 @@ class SANSA:
 
     def similar_items(self, items, k: int = 10):
         """Top-``k`` items most similar to each of ``items`` (rows of W1·W2, the item itself excluded)."""
-        from .kernels.scoring import similar_items_block
+        from dask_rec.kernels.scoring import similar_items_block
 
         W1, W2 = self._require_weights()
         k = check_k(k)
@@ -270,17 +270,17 @@ class SANSA:
 
     # ------------------------------------------------------------------ persistence
     def save(self, path, *, overwrite: bool = False) -> str:
-        """Write the model to a Zarr directory (atomically); see :mod:`dask_rec.persistence`.
+        """Write the model to a Zarr directory (atomically); see :mod:`dask_rec.models.persistence`.
 
         Weights left on the cluster by a fit are written by the workers; they never travel through
         this process.
         """
         import zarr
 
-        from . import __version__
-        from .atomic import atomic_directory
-        from .config import config_to_dict
-        from .persistence import MODEL_FORMAT_VERSION, item_vocabulary_attrs
+        from dask_rec import __version__
+        from dask_rec.data.atomic import atomic_directory
+        from dask_rec.config import config_to_dict
+        from dask_rec.models.persistence import MODEL_FORMAT_VERSION, item_vocabulary_attrs
 
         on_cluster = self._weights[0] is None and self._weights_handle is not None
         if on_cluster:
@@ -309,12 +309,12 @@ class SANSA:
     @classmethod
     def load(cls, path) -> "SANSA":
         """Load a model written by :meth:`save` (no pickle involved), checked as
-        :mod:`dask_rec.persistence` describes (one-line errors naming the damaged file)."""
+        :mod:`dask_rec.models.persistence` describes (one-line errors naming the damaged file)."""
         from pathlib import Path
 
-        from .config import config_from_dict
-        from .exceptions import ModelFileError
-        from .persistence import config_error, open_member, open_model_root, read_csr_group, read_item_vocabulary
+        from dask_rec.config import config_from_dict
+        from dask_rec.exceptions import ModelFileError
+        from dask_rec.models.persistence import config_error, open_member, open_model_root, read_csr_group, read_item_vocabulary
 
         root, attrs = open_model_root(path, "dask_rec.SANSA")
         try:
@@ -383,7 +383,7 @@ def _write_weights(weights, path: str) -> None:
     """Write ``(W1, W2)`` as CSR groups of the model directory ``path`` (a task on a cluster)."""
     import zarr
 
-    from .persistence import write_csr_group
+    from dask_rec.models.persistence import write_csr_group
 
     root = zarr.open_group(path, mode="a", zarr_format=3)
     for name, matrix in zip(("W1", "W2"), weights):

@@ -1,4 +1,4 @@
-"""The ingest's tasks on scratch files (no Dask here; :mod:`dask_rec.ingestion` schedules them).
+"""The ingest's tasks on scratch files (no Dask here; :mod:`dask_rec.data.ingestion` schedules them).
 
 Pass 2 (:func:`split_partition`) saves each partition's encoded rows sorted by user bucket, one
 ``.npy`` file per column; pass 3 (:func:`dedup_bucket`) gathers a bucket from every partition's
@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dask_rec import store_writer as _writer
+from dask_rec.data import store_writer as _writer
 from dask_rec.kernels.interactions import PartitionSpec, clean_partition, dedup_entries
-from dask_rec.vocabulary import Vocabulary
+from dask_rec.data.vocabulary import Vocabulary
 
 __all__ = ["split_partition", "dedup_bucket", "filter_counts", "write_block", "assemble_chunk_task"]
 

@@ -1,9 +1,9 @@
 """Writing interaction stores: :func:`write_store` from memory, and the layout pieces
 (:func:`create_layout`, :func:`write_nnz_range`, :func:`assemble_chunk`, :func:`write_root`, ...)
-that the distributed ingest (:mod:`dask_rec.ingestion`) writes with in parallel.
+that the distributed ingest (:mod:`dask_rec.data.ingestion`) writes with in parallel.
 
-The format is described in :mod:`dask_rec.store`, which reads it. Every write goes through a
-temporary sibling directory renamed into place (:func:`dask_rec.atomic.atomic_directory`).
+The format is described in :mod:`dask_rec.data.store`, which reads it. Every write goes through a
+temporary sibling directory renamed into place (:func:`dask_rec.data.atomic.atomic_directory`).
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
-from . import settings
-from .atomic import atomic_directory, check_target, local_path
-from .blocks import uniform_bounds
-from .jsonable import to_jsonable
-from .store import FORMAT_VERSION, INDPTR_CHUNK, VECTOR_CHUNK, InteractionStore
+from dask_rec import settings
+from dask_rec.data.atomic import atomic_directory, check_target, local_path
+from dask_rec.data.blocks import uniform_bounds
+from dask_rec.jsonable import to_jsonable
+from dask_rec.data.store import FORMAT_VERSION, INDPTR_CHUNK, VECTOR_CHUNK, InteractionStore
 
 __all__ = ["write_store", "block_bounds_for", "root_attrs", "index_dtype", "create_layout", "nnz_chunk",
            "write_vocabulary", "write_root", "chunk_pieces", "shared_chunks", "write_nnz_range", "assemble_chunk"]
@@ -220,7 +220,7 @@ def write_store(path, matrix, user_vocabulary=None, item_vocabulary=None, *, row
     """
     import scipy.sparse as sp
 
-    from dask_rec.vocabulary import Vocabulary
+    from dask_rec.data.vocabulary import Vocabulary
 
     path = local_path(path)
     check_target(path, overwrite)
@@ -291,7 +291,7 @@ def root_attrs(n_users: int, n_items: int, nnz: int, bounds: np.ndarray, **extra
 
 
 def _vocab_for(vocab, n: int, name: str, what: str):
-    from dask_rec.vocabulary import Vocabulary
+    from dask_rec.data.vocabulary import Vocabulary
 
     if vocab is None:
         return Vocabulary.from_sorted_unique(np.arange(n, dtype=np.int64), "int")

@@ -2,7 +2,7 @@
 
 :func:`read_source` turns any accepted source into a ``dask.dataframe`` of the needed columns
 (checking that the input exists and has them); :func:`explain_failure` turns a failed read of a
-path into a one-line error naming the file (:mod:`dask_rec.source_errors`).
+path into a one-line error naming the file (:mod:`dask_rec.data.source_errors`).
 """
 
 from __future__ import annotations
@@ -70,10 +70,10 @@ def read_source(source, columns: list, fmt: str | None, storage_options: dict | 
 
 
 def explain_failure(exc, source, fmt, read_options, storage_options) -> None:
-    """Raise a one-line error naming the file for a failed read of a path source (see dask_rec.source_errors)."""
+    """Raise a one-line error naming the file for a failed read of a path source (see dask_rec.data.source_errors)."""
     if fmt is None or not isinstance(exc, Exception):
         return
-    from dask_rec.source_errors import explain_read_error
+    from dask_rec.data.source_errors import explain_read_error
 
     explained = explain_read_error(exc, os.fspath(source), fmt, sep=(read_options or {}).get("sep"),
                                    storage_options=storage_options)

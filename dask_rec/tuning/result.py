@@ -49,7 +49,7 @@ class TuneResult:
     @property
     def best_config(self):
         """The model config of the best trial."""
-        from .tuning_space import config_for, tunable
+        from dask_rec.tuning.space import config_for, tunable
 
         return config_for(tunable(self.model), self.base_config, self.best["params"])
 
@@ -123,7 +123,7 @@ class TuneResult:
 def config_file_dict(model: str, config) -> dict:
     """What ``dask-rec fit --config`` reads: SANSA's :func:`~dask_rec.config.config_to_dict`, or
     ``{"model": name, "config": {...}}`` for the other models."""
-    from .config import SANSAConfig, config_to_dict
+    from dask_rec.config import SANSAConfig, config_to_dict
 
     if isinstance(config, SANSAConfig):
         return config_to_dict(config)

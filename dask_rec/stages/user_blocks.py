@@ -6,8 +6,8 @@ path), so the client never holds a store's blocks. :func:`block_bounds` cuts the
 blocks (a store's own blocks unless a size is given), :func:`row_payloads` makes one payload per
 block, :func:`load_rows` turns a payload back into rows inside the task, :func:`take_rows` picks
 requested rows (empty ones for unknown users) and :func:`task_threads` says how many threads a
-task's kernel may use. No maths and no scoring here: see :mod:`dask_rec.scorers` and
-:mod:`dask_rec.recommend`.
+task's kernel may use. No maths and no scoring here: see :mod:`dask_rec.serving.scorers` and
+:mod:`dask_rec.serving.recommend`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from dask_rec import settings
-from dask_rec.blocks import uniform_bounds
+from dask_rec.data.blocks import uniform_bounds
 
 __all__ = ["DEFAULT_USERS_PER_BLOCK", "task_threads", "is_store", "StoreRows", "load_rows", "block_bounds",
            "row_payloads", "take_rows"]
@@ -46,7 +46,7 @@ def task_threads(executor) -> int:
 
 
 def is_store(obj) -> bool:
-    """Whether ``obj`` behaves like a :class:`dask_rec.store.InteractionStore`."""
+    """Whether ``obj`` behaves like a :class:`dask_rec.data.store.InteractionStore`."""
     return hasattr(obj, "read_block") and hasattr(obj, "block_bounds")
 
 

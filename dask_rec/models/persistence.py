@@ -11,7 +11,7 @@ No pickle, written atomically, checked on load. Layout of a SANSA model director
 
 The directory is built beside the target and renamed into place, so a crash never leaves a
 partial model at ``path`` and an existing model is replaced only once the new one is complete
-(and only by a model: see :func:`dask_rec.atomic.atomic_directory`).
+(and only by a model: see :func:`dask_rec.data.atomic.atomic_directory`).
 
 Integrity
 ---------
@@ -36,8 +36,8 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from .exceptions import ModelFileError
-from .jsonable import to_jsonable
+from dask_rec.exceptions import ModelFileError
+from dask_rec.jsonable import to_jsonable
 
 
 __all__ = ["write_csr_group", "read_csr_group", "write_array", "read_array",
@@ -199,7 +199,7 @@ def item_vocabulary_attrs(model) -> dict:
 def read_item_vocabulary(path, n_items: int | None = None, attrs: dict | None = None):
     """The item vocabulary ``path/items.parquet`` (None when absent), a one-line error when damaged,
     when it does not hold ``n_items`` IDs, or when root ``attrs`` say it was saved but it is gone."""
-    from .vocabulary import Vocabulary
+    from dask_rec.data.vocabulary import Vocabulary
 
     file = Path(path) / "items.parquet"
     if not file.exists():
@@ -229,7 +229,7 @@ def save_arrays(model, path, arrays: dict, *, overwrite: bool = False) -> str:
     import zarr
 
     from dask_rec import __version__
-    from dask_rec.atomic import atomic_directory
+    from dask_rec.data.atomic import atomic_directory
 
     if any(v is None for v in arrays.values()):
         raise ValueError(f"this {type(model).__name__} is not fitted: call fit() first")

@@ -7,7 +7,7 @@ each numeric parameter in ``[min(values), max(values)]`` (on a log scale for the
 
 Each tunable model is one :class:`TunableModel` entry in :data:`TUNABLE`: its registry name, how
 each space parameter maps onto a field of its config, and whether its trials can share one
-Gramian (SANSA's do; see :mod:`dask_rec.tuning`). Adding a model is one entry, e.g. EASE::
+Gramian (SANSA's do; see :mod:`dask_rec.tuning.search`). Adding a model is one entry, e.g. EASE::
 
     register_tunable(TunableModel("ease", {"l2": ("l2", "log")}, default_space={"l2": (50, 200, 800)}))
 """

@@ -10,7 +10,7 @@ fits. Two layouts:
   factorizer and the COLAMD/AMD orderings, which need the matrix in one process anyway;
 * only its lower triangle, in the fit's item order (:func:`lower_gramian_stage`), for the ICF
   with an order known before the Gramian (popularity, natural): the factorization streams over
-  those column blocks, kept on the workers or written to disk (:mod:`dask_rec.gramian_store`).
+  those column blocks, kept on the workers or written to disk (:mod:`dask_rec.stages.gramian_store`).
 
 Each column block is reduced in groups: a first-level task computes the partial Gramians of up
 to ``fan_in`` row blocks and sums them at once, so only ``ceil(row blocks / fan_in)`` partials
@@ -23,9 +23,9 @@ import math
 
 import numpy as np
 
-from . import settings
-from .executor import identity
-from .kernels.gramian import block_gramian, item_counts, sum_gramians
+from dask_rec import settings
+from dask_rec.executor import identity
+from dask_rec.kernels.gramian import block_gramian, item_counts, sum_gramians
 
 __all__ = ["reduce_gramian", "reduce_item_counts", "item_column_blocks", "reduce_lower_gramian", "reduce_row_work",
            "reduce_column_work", "plan_column_blocks", "plan_lower_blocks", "lower_column_bound",
@@ -62,7 +62,7 @@ def _grouped_gramians(kernel, start, stop, *blocks):
 
 def _upper_rows(rows_and_columns, start, stop):
     """Lower-triangle columns of one ordered row block, given as ``(csr, csc)``."""
-    from .kernels.gramian import upper_gramian_rows
+    from dask_rec.kernels.gramian import upper_gramian_rows
 
     rows, columns = rows_and_columns
     return upper_gramian_rows(rows, start, stop, X_columns=columns)
@@ -133,7 +133,7 @@ def plan_column_blocks(column_bound: np.ndarray, task_bytes: int, *, fan_in: int
     InsufficientMemoryError
         When a single item's column does not fit (``task_bytes`` known and too small).
     """
-    from .memory_plan import require
+    from dask_rec.memory_plan import require
 
     n = column_bound.shape[0]
     fixed = settings.get("gramian.item-block-size", item_block_size)
@@ -179,9 +179,9 @@ def reduce_lower_gramian(executor, block_handles: list, n_items: int, bounds, *,
 
     Returns one handle per column block: of the block itself (CSR ``w × n``, in memory, summed
     last on the big-memory worker that will factorize) or, with ``path``, of its number of
-    non-zeros once the task that summed it has written it there (see :mod:`dask_rec.gramian_store`).
+    non-zeros once the task that summed it has written it there (see :mod:`dask_rec.stages.gramian_store`).
     """
-    from .gramian_store import write_block
+    from dask_rec.stages.gramian_store import write_block
 
     fan_in = _fan_in(fan_in)
     out = []
@@ -205,7 +205,7 @@ def reduce_row_work(executor, ordered_handles: list, fan_in: int = 8):
 
 def reduce_column_work(executor, block_handles: list, fan_in: int = 8):
     """Handle of the per-item bound on the whole Gramian's column entries (int64)."""
-    from .kernels.gramian import gramian_column_work
+    from dask_rec.kernels.gramian import gramian_column_work
 
     parts = executor.map(gramian_column_work, block_handles, key="gramian-column-work")
     return executor.tree_reduce(_sum_counts, parts, fan_in=fan_in, key="gramian-column-work-sum")
@@ -214,14 +214,14 @@ def reduce_column_work(executor, block_handles: list, fan_in: int = 8):
 def _ordered(X_block, inverse_order=None):
     """A row block in the fit's order as ``(csr, csc)`` (canonical float64), so the many column
     blocks that read it convert it once."""
-    from .kernels.gramian import canonical_rows, permute_items
+    from dask_rec.kernels.gramian import canonical_rows, permute_items
 
     rows = canonical_rows(X_block) if inverse_order is None else permute_items(X_block, inverse_order)
     return rows, rows.tocsc()
 
 
 def _row_work(rows_and_columns):
-    from .kernels.gramian import upper_row_work
+    from dask_rec.kernels.gramian import upper_row_work
 
     return upper_row_work(rows_and_columns[0])
 
@@ -246,13 +246,13 @@ def lower_gramian_stage(executor, ordered_blocks: list, n_items: int, order: np.
     """Compute the lower triangle of the ordered Gramian in ``bounds`` column blocks.
 
     With ``scratch_dir`` the blocks are written there (a new working directory, see
-    :func:`dask_rec.gramian_store.create_lower_gramian`) by the tasks that sum them; otherwise
+    :func:`dask_rec.stages.gramian_store.create_lower_gramian`) by the tasks that sum them; otherwise
     they stay on the big-memory worker. Returns the
-    :class:`~dask_rec.gramian_store.LowerGramian` (its ``nnz`` filled in) once the blocks exist.
+    :class:`~dask_rec.stages.gramian_store.LowerGramian` (its ``nnz`` filled in) once the blocks exist.
     """
-    from .gramian_store import LowerGramian, create_lower_gramian
+    from dask_rec.stages.gramian_store import LowerGramian, create_lower_gramian
 
-    from .gramian_store import remove_lower_gramian
+    from dask_rec.stages.gramian_store import remove_lower_gramian
 
     path = None
     if scratch_dir is not None:

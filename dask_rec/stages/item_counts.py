@@ -17,7 +17,7 @@ def item_counts_of(data) -> tuple[np.ndarray, object]:
     import os
 
     if isinstance(data, (str, os.PathLike)):
-        from dask_rec.store import open_store
+        from dask_rec.data.store import open_store
 
         data = open_store(data)
     if hasattr(data, "read_block") and hasattr(data, "item_counts"):

@@ -2,16 +2,16 @@
 
 Protocol: the users given as test users are dropped first and never read again; from the
 remaining (training) users, validation users are held out with the strong-generalization split of
-:mod:`dask_rec.evaluation` (the protocol of ``dask-rec evaluate``); every trial trains on the
+:mod:`dask_rec.serving.evaluation` (the protocol of ``dask-rec evaluate``); every trial trains on the
 other training users and is scored on the validation users' hidden items.
 
 For SANSA (ICF, popularity or natural order) the expensive part of a fit, the Gramian with its
 item counts, order and scaling, does not depend on λ or the budget: it is computed once
-(:func:`dask_rec.training.compute_lower_gramian`) and every trial runs only the factorization,
-inverse and weights from it (:func:`~dask_rec.training.fit_weights_from_lower_gramian`). Trials
+(:func:`dask_rec.models.sansa.training.compute_lower_gramian`) and every trial runs only the factorization,
+inverse and weights from it (:func:`~dask_rec.models.sansa.training.fit_weights_from_lower_gramian`). Trials
 run side by side: client-side threads, each submitting one trial's tasks, at most
 ``concurrency`` at a time, a number also bounded by what the big-memory worker can hold. Other
-models (:data:`dask_rec.tuning_space.TUNABLE`) fit each trial from the data.
+models (:data:`dask_rec.tuning.space.TUNABLE`) fit each trial from the data.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 import numpy as np
 import scipy.sparse as sp
 
-from . import training
-from .tuning_result import TuneResult
-from .tuning_space import check_space, config_for, default_config, grid_points, suggest_point, tunable
+from dask_rec.models.sansa import training
+from dask_rec.tuning.result import TuneResult
+from dask_rec.tuning.space import check_space, config_for, default_config, grid_points, suggest_point, tunable
 
 __all__ = ["tune", "validation_split", "TuneResult"]
 
@@ -54,8 +54,8 @@ def validation_split(data, *, test_users=None, validation_users=None, target_fra
         ``test_targets`` (the validation users' input and hidden items); ``train_users`` and
         ``test_users`` index rows of ``data``.
     """
-    from .evaluation import split_strong_generalization
-    from .store import open_store
+    from dask_rec.serving.evaluation import split_strong_generalization
+    from dask_rec.data.store import open_store
 
     if isinstance(data, (str, bytes)) or hasattr(data, "__fspath__"):
         data = open_store(data)
@@ -89,7 +89,7 @@ def tune(data, space=None, *, model="sansa", client=None, metric="ndcg@100", sea
     data : scipy.sparse matrix, InteractionStore or store path
         All interactions (users x items).
     space : dict, optional
-        ``{parameter: values}`` (see :mod:`dask_rec.tuning_space`); SANSA: ``l2``, ``density``
+        ``{parameter: values}`` (see :mod:`dask_rec.tuning.space`); SANSA: ``l2``, ``density``
         or ``nnz_per_item``; ItemKNN: ``k``, ``shrinkage``, ``similarity``. Default: the model's.
     model : str, default "sansa"
     client : distributed.Client, optional
@@ -119,7 +119,7 @@ def tune(data, space=None, *, model="sansa", client=None, metric="ndcg@100", sea
     -------
     TuneResult
     """
-    from .executor import executor_for
+    from dask_rec.executor import executor_for
 
     entry = tunable(model)
     space = check_space(entry, space)
@@ -133,7 +133,7 @@ def tune(data, space=None, *, model="sansa", client=None, metric="ndcg@100", sea
     split = validation_split(data, test_users=test_users, validation_users=validation_users,
                              target_fraction=target_fraction, seed=seed)
     if client is None:
-        from .cluster import current_client
+        from dask_rec.cluster import current_client
 
         client = current_client()
     executor = executor_for(client)
@@ -228,7 +228,7 @@ class _Trials:
         """Compute the training users' lower Gramian once, for SANSA trials."""
         if not self.shares_gramian():
             return
-        from .blocks import as_row_block_source
+        from dask_rec.data.blocks import as_row_block_source
 
         t0 = time.perf_counter()
         ordering = self.base.gramian_factorizer_config.reordering_method
@@ -240,8 +240,8 @@ class _Trials:
     def concurrency(self, requested, configs) -> int:
         """Trials at a time: ``requested`` (default: the workers), at most what the big-memory
         worker can hold of the largest trial's factorization."""
-        from .factorize import effective_density, streamed_factorization_bytes
-        from .memory_plan import bigmem_budget, memory_limits
+        from dask_rec.models.sansa.factorize import effective_density, streamed_factorization_bytes
+        from dask_rec.memory_plan import bigmem_budget, memory_limits
 
         limits = memory_limits(self.executor)
         n = requested or (1 if self.client is None else max(1, limits.n_workers))
@@ -257,7 +257,7 @@ class _Trials:
 
     def trial(self, point: dict) -> float:
         """Fit and score one point; records and returns its metric."""
-        from .evaluation import evaluate
+        from dask_rec.serving.evaluation import evaluate
 
         config = config_for(self.entry, self.base, point)
         t0 = time.perf_counter()
@@ -265,7 +265,7 @@ class _Trials:
             result = training.fit_weights_from_lower_gramian(self.lower, config, self.executor, progress=False)
             scorer, fit_report = result.weights, result.report
         else:
-            from .models.registry import get
+            from dask_rec.models.registry import get
 
             fitted = get(self.entry.name).load_class()(config)
             kwargs = {"progress": False} if self.entry.name == "sansa" else {}

@@ -13,7 +13,7 @@ Layout (``format_version`` 1)::
       item_ids                  int64 or string [n_items]  item vocabulary, sorted: column j = item_ids[j]
 
 Rows are users and columns items, both in the sorted order of their original IDs (see
-:class:`dask_rec.vocabulary.Vocabulary`); within a row, column indices are sorted and unique.
+:class:`dask_rec.data.vocabulary.Vocabulary`); within a row, column indices are sorted and unique.
 The rows are cut into ``n_blocks`` contiguous row blocks, block ``i`` holding rows
 ``block_bounds[i]:block_bounds[i+1]``. Reading a block reads its slice of ``indptr`` and the
 ``indices``/``data`` chunks covering its non-zeros: its own bytes plus at most one partial
@@ -24,9 +24,9 @@ Root attributes: ``format_version``, ``n_users``, ``n_items``, ``nnz``, ``n_bloc
 ``ingest`` (the options of the ingest that wrote the store), ``dropped`` (input rows or entries
 dropped, by reason) and ``source_rows``.
 
-This module reads stores; :mod:`dask_rec.store_writer` writes them (:func:`write_store` from memory,
+This module reads stores; :mod:`dask_rec.data.store_writer` writes them (:func:`write_store` from memory,
 and the layout pieces the distributed ingest writes in parallel). Stores are written atomically
-(:func:`dask_rec.atomic.atomic_directory`): into a sibling
+(:func:`dask_rec.data.atomic.atomic_directory`): into a sibling
 directory ``.{name}.tmp-{pid}-{host}-{id}`` that is renamed into place when complete. An existing
 store is replaced only with ``overwrite=True``, only by a store (never a model or other files),
 and only after the new one is complete (the old one is moved aside, the new one renamed in, the
@@ -42,7 +42,7 @@ from typing import Iterator
 
 import numpy as np
 
-from .atomic import local_path
+from dask_rec.data.atomic import local_path
 
 __all__ = ["InteractionStore", "open_store", "FORMAT_VERSION"]
 
@@ -71,7 +71,7 @@ def open_store(path) -> "InteractionStore":
 
 
 class InteractionStore:
-    """A handle on an interaction store written by :func:`dask_rec.ingestion` or :func:`dask_rec.store_writer.write_store`.
+    """A handle on an interaction store written by :func:`dask_rec.data.ingestion` or :func:`dask_rec.data.store_writer.write_store`.
 
     Construction reads only the root metadata; arrays and vocabularies are read when first used.
     Handles pickle to their path and metadata, so they can be passed to Dask tasks, which
@@ -131,14 +131,14 @@ class InteractionStore:
 
     @property
     def user_vocabulary(self):
-        """The :class:`~dask_rec.vocabulary.Vocabulary` of users (row ``i`` is ``ids[i]``)."""
+        """The :class:`~dask_rec.data.vocabulary.Vocabulary` of users (row ``i`` is ``ids[i]``)."""
         if "users" not in self._cache:
             self._cache["users"] = _read_vocabulary(self._path, "user_ids")
         return self._cache["users"]
 
     @property
     def item_vocabulary(self):
-        """The :class:`~dask_rec.vocabulary.Vocabulary` of items (column ``j`` is ``ids[j]``)."""
+        """The :class:`~dask_rec.data.vocabulary.Vocabulary` of items (column ``j`` is ``ids[j]``)."""
         if "items" not in self._cache:
             self._cache["items"] = _read_vocabulary(self._path, "item_ids")
         return self._cache["items"]
@@ -250,7 +250,7 @@ def _read_root_attrs(path: Path) -> dict:
 def _read_vocabulary(path: Path, name: str):
     import zarr
 
-    from dask_rec.vocabulary import Vocabulary
+    from dask_rec.data.vocabulary import Vocabulary
 
     arr = zarr.open_array(path / name, mode="r")
     kind = arr.attrs.get("kind", "int")

@@ -8,7 +8,7 @@ sparse-accumulator kernel :func:`dask_rec.kernels.scoring.recommend_block` and k
 
 Sending the model to the workers
 --------------------------------
-The weights travel once per job (:func:`dask_rec.scorers.share`): the client submits one task that
+The weights travel once per job (:func:`dask_rec.serving.scorers.share`): the client submits one task that
 returns them (``executor.submit(identity, model)``) and every block task takes that future as an argument, so
 each worker fetches them from a peer at most once (typically) instead of every task embedding a
 copy. Unlike ``client.scatter``, the future has lineage: if the worker holding the weights dies,
@@ -17,14 +17,14 @@ duration, which is the price of this choice).
 
 Blocks of a store are read inside the tasks (a store pickles as its path), so the client never
 holds them; blocks of an in-memory matrix are sliced in the client and shipped with their task
-(:mod:`dask_rec.user_blocks`).
+(:mod:`dask_rec.stages.user_blocks`).
 
 Threads
 -------
 On a cluster every task runs the single-threaded kernel (the workers' threads already run tasks
 side by side: no nested thread pools). In process, each block is split over
 ``dask_rec.recommend.threads`` Python threads (default: all cores), which the ``nogil`` kernel
-uses in parallel (:func:`dask_rec.user_blocks.task_threads`).
+uses in parallel (:func:`dask_rec.stages.user_blocks.task_threads`).
 """
 
 from __future__ import annotations
@@ -37,9 +37,9 @@ import scipy.sparse as sp
 
 from dask_rec.executor import executor_for, is_future
 from dask_rec.kernels.scoring import popularity_order
-from dask_rec.scorers import resolve_scorer, share
-from dask_rec.user_blocks import StoreRows, block_bounds, is_store, load_rows, row_payloads, take_rows, task_threads
-from dask_rec.vocabulary import as_vocabulary
+from dask_rec.serving.scorers import resolve_scorer, share
+from dask_rec.stages.user_blocks import StoreRows, block_bounds, is_store, load_rows, row_payloads, take_rows, task_threads
+from dask_rec.data.vocabulary import as_vocabulary
 
 __all__ = ["recommend_users"]
 
@@ -85,7 +85,7 @@ def unique_users(users) -> np.ndarray:
 
 
 def _unknown_error(ids, codes, what: str):
-    from dask_rec.vocabulary import UnknownIDError  # a KeyError
+    from dask_rec.data.vocabulary import UnknownIDError  # a KeyError
 
     bad = np.asarray(ids)[codes < 0]
     raise UnknownIDError(f"{bad.size} unknown {what} ID(s), e.g. {bad[:5].tolist()}")
@@ -243,7 +243,7 @@ def recommend_users(weights, histories, k: int = 10, exclude_seen: bool = True, 
     ----------
     weights : tuple (W1, W2), model, scorer or future
         SANSA weights, a fitted model with a ``.weights`` attribute, a scorer with a
-        ``topk_block`` method (e.g. :class:`dask_rec.evaluation.PopularityBaseline`), or a
+        ``topk_block`` method (e.g. :class:`dask_rec.serving.evaluation.PopularityBaseline`), or a
         ``distributed`` future of ``(W1, W2)`` (weights a fit left on the cluster).
     histories : InteractionStore, scipy.sparse matrix or pandas.DataFrame
         The users' interactions: a store (its row blocks and vocabularies are used), a matrix
@@ -268,7 +268,7 @@ def recommend_users(weights, histories, k: int = 10, exclude_seen: bool = True, 
         Map between original IDs and indices (default: the store's). Without them the output
         holds indices. ``item_vocabulary`` is the model's (models pass their own): with a store
         whose item IDs differ, the store's columns are mapped onto the model's by ID (see
-        :mod:`dask_rec.item_alignment`), and a store sharing no item ID with the model is refused.
+        :mod:`dask_rec.data.item_alignment`), and a store sharing no item ID with the model is refused.
     unknown : {"error", "drop", "popular"}, default "error"
         Unknown item IDs in a frame, or unknown users in ``users``: raise ``KeyError``
         (``"error"``), or leave them out (``"drop"`` and ``"popular"``). With ``"popular"``
@@ -282,7 +282,7 @@ def recommend_users(weights, histories, k: int = 10, exclude_seen: bool = True, 
         each block spread over the ``dask_rec.recommend.threads`` config value or all cores.
     users_per_block : int, optional
         Users per task. Default: a store's own blocks, else the ``dask_rec.recommend.users-per-block``
-        config value or :data:`dask_rec.user_blocks.DEFAULT_USERS_PER_BLOCK`.
+        config value or :data:`dask_rec.stages.user_blocks.DEFAULT_USERS_PER_BLOCK`.
     overwrite : bool, default False
         Replace an existing ``output``.
     user_col, item_col : str
@@ -314,7 +314,7 @@ def recommend_users(weights, histories, k: int = 10, exclude_seen: bool = True, 
     if store is not None:
         user_vocabulary = user_vocabulary if user_vocabulary is not None else store.user_vocabulary
         if item_vocabulary is not None:  # the model's items: the store's columns are mapped onto them by ID
-            from dask_rec.item_alignment import align_store
+            from dask_rec.data.item_alignment import align_store
 
             model_ids = as_vocabulary(item_vocabulary).ids
             histories = store = align_store(store, model_ids, len(model_ids) if n_items is None else n_items)
@@ -366,7 +366,7 @@ def recommend_users(weights, histories, k: int = 10, exclude_seen: bool = True, 
                           np.zeros((0, k), np.float32), item_ids)
         return pd.concat(frames, ignore_index=True)
 
-    from .atomic import atomic_directory
+    from dask_rec.data.atomic import atomic_directory
 
     path = Path(output).absolute()  # workers may run in another directory
     schema = _schema(user_ids, item_ids)

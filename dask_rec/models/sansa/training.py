@@ -11,8 +11,8 @@ Two routes lead to the factor:
 * **streamed** (ICF with the popularity or natural order, the default): the order is known from
   item counts before the Gramian, so only the lower triangle of the ordered Gramian is computed,
   in column blocks planned from the workers' memory, kept on the big-memory worker when small or
-  written to disk when not (:mod:`dask_rec.gramian_store`); the factorization streams over those
-  blocks, holding about the factor plus one block (:func:`~dask_rec.factorize.factorize_lower_gramian`).
+  written to disk when not (:mod:`dask_rec.stages.gramian_store`); the factorization streams over those
+  blocks, holding about the factor plus one block (:func:`~dask_rec.models.sansa.factorize.factorize_lower_gramian`).
 * **assembled** (CHOLMOD, or the COLAMD/AMD orderings, which read the whole matrix): the Gramian
   in planned column blocks, gathered by one task on the big-memory worker.
 
@@ -33,8 +33,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import settings
-from .factorize import (
+from dask_rec import settings
+from dask_rec.models.sansa.factorize import (
     check_factorization_memory,
     effective_density,
     factor_budget,
@@ -42,7 +42,7 @@ from .factorize import (
     submit_factorization,
     submit_lower_factorization,
 )
-from .gramian import (
+from dask_rec.stages.gramian import (
     ENTRY_BYTES,
     gramian_column_bound,
     lower_column_bound,
@@ -55,8 +55,8 @@ from .gramian import (
     reduce_item_counts,
     reduce_row_work,
 )
-from .invert import invert_unit_lower, resolve_partition, task_memory_bytes
-from .memory_plan import bigmem_budget, gib, memory_limits, require, task_budget
+from dask_rec.models.sansa.invert import invert_unit_lower, resolve_partition, task_memory_bytes
+from dask_rec.memory_plan import bigmem_budget, gib, memory_limits, require, task_budget
 
 __all__ = ["FitResult", "fit_weights", "uses_streamed_gramian", "weights_memory_bytes", "compute_lower_gramian",
            "fit_weights_from_lower_gramian", "release_lower_gramian"]
@@ -105,7 +105,7 @@ class _Stages:
                     progress(handles)
                 self.executor.wait(handles)
         except BaseException as exc:
-            from .exceptions import InsufficientMemoryError
+            from dask_rec.exceptions import InsufficientMemoryError
 
             if isinstance(exc, InsufficientMemoryError):  # a refusal from the memory plan: the error says it all
                 logger.info("stage %s: stopped after %.2f s (not enough memory)", name, time.perf_counter() - t0)
@@ -124,7 +124,7 @@ def _raise_memory_error_if_killed(stage: str, exc: BaseException, limits) -> Non
         return
     if not isinstance(exc, KilledWorker):
         return
-    from .exceptions import InsufficientMemoryError
+    from dask_rec.exceptions import InsufficientMemoryError
 
     where = (f"workers with {gib(limits.per_task)} per thread and {gib(limits.bigmem)} on the bigmem worker"
              if limits.per_task else "workers without memory limits")
@@ -167,8 +167,8 @@ def _check_model_memory(limits, n_items: int, density: float, config) -> int:
 
 def umr_block_columns(n_items: int, budget: int, limits) -> int:
     """Columns per block of the inverse: ``dask_rec.umr.block-columns``, or with ``auto`` sized
-    from the item count and the task memory (:func:`~dask_rec.invert.auto_block_columns`)."""
-    from .invert import auto_block_columns
+    from the item count and the task memory (:func:`~dask_rec.models.sansa.invert.auto_block_columns`)."""
+    from dask_rec.models.sansa.invert import auto_block_columns
 
     configured = settings.get("umr.block-columns")
     if isinstance(configured, str) and configured == "auto":
@@ -217,7 +217,7 @@ def _lower_gramian_on_disk(estimate_bytes: int, limits) -> bool:
 
 
 def fit_weights(source, config, executor, *, compute_gramian: bool = True, progress: bool | None = None) -> FitResult:
-    """Train SANSA weights from a :class:`~dask_rec.blocks.RowBlockSource`.
+    """Train SANSA weights from a :class:`~dask_rec.data.blocks.RowBlockSource`.
 
     ``compute_gramian=False`` treats the data as a precomputed item-item matrix (in memory).
     """
@@ -258,7 +258,7 @@ def fit_weights(source, config, executor, *, compute_gramian: bool = True, progr
 def compute_lower_gramian(source, executor, *, ordering: str = "popularity", progress: bool | None = None):
     """The read and Gramian stages of the streamed route alone, for fits that share one Gramian.
 
-    Returns the :class:`~dask_rec.gramian_store.LowerGramian` of ``source`` in ``ordering``
+    Returns the :class:`~dask_rec.stages.gramian_store.LowerGramian` of ``source`` in ``ordering``
     (``"popularity"`` or ``"natural"``): its blocks stay on the cluster (or on disk, see
     ``dask_rec.gramian.storage``) until :func:`release_lower_gramian`. Its scaling and order do
     not depend on λ or the budget, so any number of :func:`fit_weights_from_lower_gramian` calls
@@ -307,7 +307,7 @@ def fit_weights_from_lower_gramian(lower, config, executor, *, progress: bool | 
 
 def _inverse_and_weights(executor, stages, factor, n_items, density, config, block_columns):
     """The invert and weights stages from a factor's handle; returns (weights handle, report)."""
-    from .kernels.weights import weights_from_inverse
+    from dask_rec.kernels.weights import weights_from_inverse
 
     L = executor.submit(operator.attrgetter("L"), factor, key="factor-L")
     d = executor.submit(operator.attrgetter("d"), factor, key="factor-d")
@@ -334,7 +334,7 @@ def _lower_gramian(executor, stages, source, blocks, ordering, limits, density=N
     """The Gramian stage of the streamed route: item order from counts, lower triangle of the
     ordered Gramian in planned column blocks. With ``density``, the factorization's memory is
     checked against the planned blocks before the Gramian is computed."""
-    from .kernels.ordering import item_ordering
+    from dask_rec.kernels.ordering import item_ordering
 
     n_items = int(source.shape[1])
     natural = ordering == "natural"
@@ -380,7 +380,7 @@ def _factor_from_lower(executor, stages, lower, density, config, limits):
 
 def _dispose_lower_gramian(executor, lower) -> dict:
     """Release the blocks, or remove (or, with ``dask_rec.gramian.keep``, keep) their directory."""
-    from .gramian_store import finish_lower_gramian, remove_lower_gramian
+    from dask_rec.stages.gramian_store import finish_lower_gramian, remove_lower_gramian
 
     executor.release(*lower.handles)
     if not lower.on_disk:

@@ -1,7 +1,7 @@
 """Ingest an interaction log into an interaction store, out of core, on Dask: the passes.
 
 The log is read partition by partition (Parquet or CSV through ``dask.dataframe``, any fsspec
-URL, or an in-memory pandas/pyarrow/dask frame: :mod:`dask_rec.ingest_sources`) and goes through
+URL, or an in-memory pandas/pyarrow/dask frame: :mod:`dask_rec.data.ingest_sources`) and goes through
 five passes, each a set of tasks with memory bounded by one input partition, one shuffle bucket
 or one row block:
 
@@ -18,8 +18,8 @@ or one row block:
 5. **write** each row block's CSR into the store, then the chunks two blocks share.
 
 This module only schedules (through :mod:`dask_rec.executor`): the per-partition maths is in
-:mod:`dask_rec.kernels.interactions`, the tasks on scratch files in :mod:`dask_rec.ingest_scratch`
-and the store's layout in :mod:`dask_rec.store_writer`. The client only holds per-user and
+:mod:`dask_rec.kernels.interactions`, the tasks on scratch files in :mod:`dask_rec.data.ingest_scratch`
+and the store's layout in :mod:`dask_rec.data.store_writer`. The client only holds per-user and
 per-item arrays (vocabularies, counts), never the log. Scratch files live in the store's
 temporary directory, so the store path must be on a filesystem all workers see (a local path for
 a LocalCluster).
@@ -38,17 +38,17 @@ from pathlib import Path
 
 import numpy as np
 
-from dask_rec import atomic as _atomic
+from dask_rec.data import atomic as _atomic
 from dask_rec import settings
-from dask_rec import store as _store
-from dask_rec import store_writer as _writer
-from dask_rec.atomic import local_path
+from dask_rec.data import store as _store
+from dask_rec.data import store_writer as _writer
+from dask_rec.data.atomic import local_path
 from dask_rec.executor import DaskExecutor
-from dask_rec.ingest_scratch import assemble_chunk_task, dedup_bucket, filter_counts, split_partition, write_block
-from dask_rec.ingest_sources import detect_format, explain_failure, read_source
+from dask_rec.data.ingest_scratch import assemble_chunk_task, dedup_bucket, filter_counts, split_partition, write_block
+from dask_rec.data.ingest_sources import detect_format, explain_failure, read_source
 from dask_rec.kernels.gramian import sum_arrays
 from dask_rec.kernels.interactions import PartitionSpec, filter_round, merge_scans, scan_partition
-from dask_rec.vocabulary import Vocabulary
+from dask_rec.data.vocabulary import Vocabulary
 
 __all__ = ["ingest", "DUPLICATE_POLICIES"]
 

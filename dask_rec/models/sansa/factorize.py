@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
-from .exceptions import DaskRecWarning
+from dask_rec.exceptions import DaskRecWarning
 
 __all__ = ["Factor", "factor_budget", "factorize_gramian", "submit_factorization"]
 
@@ -70,8 +70,8 @@ def factorize_gramian(gramian_blocks, *, l2: float, density: float, factorizer_c
     X_blocks : list of csr_matrix, optional
         Row blocks of X, for the COLAMD ordering (which orders the columns of X).
     """
-    from .kernels.gramian import gramian_row_norms, icf_scaling, permuted_lower_triangle
-    from .kernels.ordering import item_ordering
+    from dask_rec.kernels.gramian import gramian_row_norms, icf_scaling, permuted_lower_triangle
+    from dask_rec.kernels.ordering import item_ordering
 
     t0 = time.perf_counter()
     G = gramian_blocks[0] if len(gramian_blocks) == 1 else sp.hstack(gramian_blocks, format="csr")
@@ -93,12 +93,12 @@ def factorize_gramian(gramian_blocks, *, l2: float, density: float, factorizer_c
     budget = factor_budget(density, n)
     t2 = time.perf_counter()
     if method == "ICF":
-        from .kernels.icf import icf_ldlt
+        from dask_rec.kernels.icf import icf_ldlt
 
         L, d, fstats = icf_ldlt(A_p, budget, shift_step=factorizer_config.factorization_shift_step,
                                 shift_multiplier=factorizer_config.factorization_shift_multiplier)
     else:
-        from .kernels.cholesky import cholmod_ldlt
+        from dask_rec.kernels.cholesky import cholmod_ldlt
 
         L, d, fstats = cholmod_ldlt(A_p, budget)
     stats["factorization_seconds"] = time.perf_counter() - t2
@@ -125,7 +125,7 @@ def check_factorization_memory(limits, gramian_nnz: int, n_items: int, density: 
 
     ``estimated``: ``gramian_nnz`` is an estimate made before the Gramian is reduced.
     """
-    from .memory_plan import require
+    from dask_rec.memory_plan import require
 
     if limits.in_process:
         return
@@ -159,14 +159,14 @@ def _factorize_from_handles(gramian_blocks, item_counts, X_blocks, **kwargs):
 def factorize_lower_gramian(lower, *, l2: float, density: float, factorizer_config) -> Factor:
     """Kernel of the streamed stage (no Dask): ICF of ``P(SGS + λI)Pᵀ`` read block by block.
 
-    ``lower`` is a :class:`~dask_rec.gramian_store.LowerGramian` whose blocks are the lower
+    ``lower`` is a :class:`~dask_rec.stages.gramian_store.LowerGramian` whose blocks are the lower
     triangle of ``G_p = PGPᵀ`` in the fit's order. A first pass over the blocks gives G's
     diagonal and row norms (the ICF scaling ``s``); then :func:`~dask_rec.kernels.icf.icf_ldlt_streamed`
     reads the blocks again in order, each scaled as it is read (``(g·s_i)·s_j``), so one block
     and the factor are all that is held: about ``20·budget + 120·n`` bytes plus one block.
     """
-    from .kernels.gramian import icf_scaling, lower_block_sums, scale_lower_block
-    from .kernels.icf import icf_ldlt_streamed
+    from dask_rec.kernels.gramian import icf_scaling, lower_block_sums, scale_lower_block
+    from dask_rec.kernels.icf import icf_ldlt_streamed
 
     t0 = time.perf_counter()
     n = int(lower.n_items)

@@ -62,7 +62,7 @@ class LowerGramian:
     ordering : str
         The name of the order (``"popularity"``, ``"natural"``).
     info : dict
-        What the stage that computed it measured (see :func:`dask_rec.training.compute_lower_gramian`).
+        What the stage that computed it measured (see :func:`dask_rec.models.sansa.training.compute_lower_gramian`).
     """
 
     n_items: int

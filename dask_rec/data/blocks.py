@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from . import settings
-from .executor import identity
-from .validation import check_interactions
+from dask_rec import settings
+from dask_rec.executor import identity
+from dask_rec.validation import check_interactions
 
 __all__ = ["RowBlockSource", "as_row_block_source", "default_rows_per_block", "uniform_bounds"]
 
@@ -86,7 +86,7 @@ def _read_store_block(store, i):
 def as_row_block_source(data, rows_per_block: int | None = None) -> RowBlockSource:
     """Wrap a scipy/NumPy matrix, an ``InteractionStore`` or a store path as a :class:`RowBlockSource`."""
     if isinstance(data, (str, os.PathLike)):
-        from .store import open_store
+        from dask_rec.data.store import open_store
 
         data = open_store(data)
     if hasattr(data, "read_block") and hasattr(data, "block_bounds"):
