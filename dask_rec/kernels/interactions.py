@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from dask_rec.data.vocabulary import id_kind, sorted_unique
+from dask_rec.kernels.ids import id_kind, sorted_unique
 
 __all__ = ["PartitionSpec", "clean_partition", "scan_partition", "merge_scans", "dedup_entries", "filter_round"]
 

@@ -25,7 +25,7 @@ import numpy as np
 
 from dask_rec import settings
 from dask_rec.executor import identity
-from dask_rec.kernels.gramian import block_gramian, item_counts, sum_gramians
+from dask_rec.kernels.gramian import block_gramian, item_counts, sum_arrays, sum_gramians
 
 __all__ = ["reduce_gramian", "reduce_item_counts", "item_column_blocks", "reduce_lower_gramian", "reduce_row_work",
            "reduce_column_work", "plan_column_blocks", "plan_lower_blocks", "lower_column_bound",
@@ -41,10 +41,6 @@ def item_column_blocks(n_items: int, item_block_size: int | None = None) -> list
     size = settings.get("gramian.item-block-size", item_block_size) or n_items
     size = max(1, int(size))
     return [(a, min(a + size, n_items)) for a in range(0, n_items, size)]
-
-
-def _sum_counts(parts):
-    return np.sum(parts, axis=0)
 
 
 def _fan_in(fan_in) -> int:
@@ -97,7 +93,7 @@ def reduce_gramian(executor, block_handles: list, n_items: int, *, bounds=None, 
 def reduce_item_counts(executor, block_handles: list, fan_in: int = 8):
     """Handle of the interactions per item (int64), summed over row blocks."""
     parts = executor.map(item_counts, block_handles, key="item-counts")
-    return executor.tree_reduce(_sum_counts, parts, fan_in=fan_in, key="item-counts-sum")
+    return executor.tree_reduce(sum_arrays, parts, fan_in=fan_in, key="item-counts-sum")
 
 
 # --------------------------------------------------------------------------------------------
