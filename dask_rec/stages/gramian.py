@@ -196,7 +196,7 @@ def reduce_row_work(executor, ordered_handles: list, fan_in: int = 8):
     """Handle of the per-item bound on the upper triangle's row entries (int64), over the
     ordered row blocks of :func:`ordered_row_blocks`."""
     parts = executor.map(_row_work, ordered_handles, key="gramian-row-work")
-    return executor.tree_reduce(_sum_counts, parts, fan_in=fan_in, key="gramian-row-work-sum")
+    return executor.tree_reduce(sum_arrays, parts, fan_in=fan_in, key="gramian-row-work-sum")
 
 
 def reduce_column_work(executor, block_handles: list, fan_in: int = 8):
@@ -204,7 +204,7 @@ def reduce_column_work(executor, block_handles: list, fan_in: int = 8):
     from dask_rec.kernels.gramian import gramian_column_work
 
     parts = executor.map(gramian_column_work, block_handles, key="gramian-column-work")
-    return executor.tree_reduce(_sum_counts, parts, fan_in=fan_in, key="gramian-column-work-sum")
+    return executor.tree_reduce(sum_arrays, parts, fan_in=fan_in, key="gramian-column-work-sum")
 
 
 def _ordered(X_block, inverse_order=None):
