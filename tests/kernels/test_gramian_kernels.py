@@ -21,7 +21,7 @@ from dask_rec.kernels.gramian import (
     sum_gramians,
 )
 
-DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+DATASETS = Path(__file__).resolve().parents[2].parent / "shared" / "datasets"
 
 
 def load_interactions(name: str) -> sp.csr_matrix:

@@ -16,7 +16,7 @@ from dask_rec.executor import DaskExecutor, InProcessExecutor
 from dask_rec.models.sansa.invert import assemble_blocks, auto_block_columns, invert_unit_lower, resolve_partition, task_memory_bytes
 from dask_rec.kernels.pruning import prune_to_nnz
 
-DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+DATASETS = Path(__file__).resolve().parents[3].parent / "shared" / "datasets"
 EPS32 = np.finfo(np.float32).eps
 
 

@@ -19,7 +19,7 @@ from dask_rec.kernels.ordering import item_ordering
 
 pytest.importorskip("sksparse.cholmod")
 
-DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+DATASETS = Path(__file__).resolve().parents[2].parent / "shared" / "datasets"
 
 
 # ---------------------------------------------------------------------------------------------
