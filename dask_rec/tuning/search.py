@@ -240,7 +240,8 @@ class _Trials:
     def concurrency(self, requested, configs) -> int:
         """Trials at a time: ``requested`` (default: the workers), at most what the big-memory
         worker can hold of the largest trial's factorization."""
-        from dask_rec.models.sansa.factorize import effective_density, streamed_factorization_bytes
+        from dask_rec.kernels.factorization import effective_density
+        from dask_rec.models.sansa.factorize import streamed_factorization_bytes
         from dask_rec.memory_plan import bigmem_budget, memory_limits
 
         limits = memory_limits(self.executor)

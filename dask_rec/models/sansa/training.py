@@ -12,7 +12,7 @@ Two routes lead to the factor:
   item counts before the Gramian, so only the lower triangle of the ordered Gramian is computed,
   in column blocks planned from the workers' memory, kept on the big-memory worker when small or
   written to disk when not (:mod:`dask_rec.stages.gramian_store`); the factorization streams over those
-  blocks, holding about the factor plus one block (:func:`~dask_rec.models.sansa.factorize.factorize_lower_gramian`).
+  blocks, holding about the factor plus one block (:func:`~dask_rec.kernels.factorization.factorize_lower_gramian`).
 * **assembled** (CHOLMOD, or the COLAMD/AMD orderings, which read the whole matrix): the Gramian
   in planned column blocks, gathered by one task on the big-memory worker.
 
@@ -34,10 +34,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dask_rec import settings
+from dask_rec.kernels.factorization import effective_density, factor_budget
 from dask_rec.models.sansa.factorize import (
     check_factorization_memory,
-    effective_density,
-    factor_budget,
     streamed_factorization_bytes,
     submit_factorization,
     submit_lower_factorization,

@@ -9,7 +9,7 @@ import scipy.sparse as sp
 from dask_rec.config import CHOLMODGramianFactorizerConfig, ICFGramianFactorizerConfig
 from dask_rec.exceptions import DaskRecWarning
 from dask_rec.kernels.gramian import gramian_row_norms, icf_scaling
-from dask_rec.models.sansa.factorize import effective_density, factor_budget, factorize_gramian
+from dask_rec.kernels.factorization import effective_density, factor_budget, factorize_gramian
 from oracles import random_interactions
 
 pytest.importorskip("sksparse.cholmod")

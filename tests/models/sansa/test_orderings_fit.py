@@ -20,7 +20,7 @@ from dask_rec import (
     UMRUnitLowerTriangleInverterConfig,
 )
 from dask_rec.config import REORDERING_METHODS
-from dask_rec.models.sansa.factorize import factor_budget
+from dask_rec.kernels.factorization import factor_budget
 from dask_rec.kernels import ordering as ordering_module
 from dask_rec.kernels.gramian import block_gramian, icf_scaling, gramian_row_norms, item_counts, regularize, scale_symmetric
 from dask_rec.kernels.ordering import item_ordering

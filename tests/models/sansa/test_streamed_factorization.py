@@ -1,7 +1,7 @@
 """The Gramian's lower triangle in column blocks, and the ICF read from them block by block.
 
 Oracles: the assembled path (``block_gramian`` → ``permuted_lower_triangle`` → ``icf_ldlt``,
-i.e. :func:`dask_rec.models.sansa.factorize.factorize_gramian`) and scipy's dense upper triangle.
+i.e. :func:`dask_rec.kernels.factorization.factorize_gramian`) and scipy's dense upper triangle.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 import scipy.sparse as sp
 
 from dask_rec.config import ICFGramianFactorizerConfig
-from dask_rec.models.sansa.factorize import factorize_gramian, factorize_lower_gramian
+from dask_rec.kernels.factorization import factorize_gramian, factorize_lower_gramian
 from dask_rec.stages.gramian import lower_column_bound, plan_lower_blocks
 from dask_rec.stages.gramian_store import LowerGramian, create_lower_gramian, read_block, write_block
 from dask_rec.kernels.gramian import (
