@@ -38,17 +38,18 @@ from pathlib import Path
 
 import numpy as np
 
-from dask_rec.data import atomic as _atomic
 from dask_rec import settings
+from dask_rec.data import atomic as _atomic
 from dask_rec.data import store as _store
 from dask_rec.data import store_writer as _writer
 from dask_rec.data.atomic import local_path
-from dask_rec.executor import DaskExecutor
 from dask_rec.data.ingest_scratch import assemble_chunk_task, dedup_bucket, filter_counts, split_partition, write_block
 from dask_rec.data.ingest_sources import detect_format, explain_failure, read_source
+from dask_rec.data.vocabulary import Vocabulary
+from dask_rec.executor import DaskExecutor
 from dask_rec.kernels.gramian import sum_arrays
 from dask_rec.kernels.interactions import PartitionSpec, filter_round, merge_scans, scan_partition
-from dask_rec.data.vocabulary import Vocabulary
+from dask_rec.validation import check_int
 
 __all__ = ["ingest", "DUPLICATE_POLICIES"]
 
@@ -64,9 +65,8 @@ def _check_options(duplicates, on_invalid, min_user, min_item, rows_per_block, b
         raise ValueError(f"duplicates must be one of {', '.join(DUPLICATE_POLICIES)}; got {duplicates!r}")
     if on_invalid not in _INVALID_POLICIES:
         raise ValueError(f"on_invalid must be one of {', '.join(_INVALID_POLICIES)}; got {on_invalid!r}")
-    for name, v in (("min_user_interactions", min_user), ("min_item_interactions", min_item)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-            raise ValueError(f"{name} must be an integer >= 1; got {v!r}")
+    check_int(min_user, "min_user_interactions")
+    check_int(min_item, "min_item_interactions")
     for name, v in (("rows_per_block", rows_per_block), ("block_nnz", block_nnz)):
         if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1):
             raise ValueError(f"{name} must be a positive integer or None; got {v!r}")

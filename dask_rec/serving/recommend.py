@@ -35,11 +35,12 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from dask_rec.data.vocabulary import as_vocabulary
 from dask_rec.executor import executor_for, is_future
 from dask_rec.kernels.scoring import popularity_order
 from dask_rec.serving.scorers import resolve_scorer, share
 from dask_rec.stages.user_blocks import StoreRows, block_bounds, is_store, load_rows, row_payloads, take_rows, task_threads
-from dask_rec.data.vocabulary import as_vocabulary
+from dask_rec.validation import check_int
 
 __all__ = ["recommend_users"]
 
@@ -302,9 +303,7 @@ def recommend_users(weights, histories, k: int = 10, exclude_seen: bool = True, 
         raise ValueError(f"unknown must be one of {_UNKNOWN_POLICIES}; got {unknown!r}")
     if users is not None:
         users = unique_users(users)
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k must be an integer >= 1; got {k!r}")
-    k = int(k)
+    k = check_int(k, "k")
     if is_future(weights):  # checked on the workers, where the weights are
         weights_arg, n_items = weights, None
     else:
