@@ -47,3 +47,34 @@ def test_cluster_reduction_equals_the_in_process_one(local_client):
     assert ex.gather(ex.tree_reduce(_nest, leaves, fan_in=3, key="nest")) == \
         InProcessExecutor().tree_reduce(_nest, list(range(10)), fan_in=3)
     assert ex.gather(ex.submit(pow, 3, 4, key="pow")) == 81
+
+
+def _rows_times(df, i, factor=1):
+    return (i, int(len(df)) * factor)
+
+
+def _partitions():
+    import dask.dataframe as dd
+    import pandas as pd
+
+    frame = pd.DataFrame({"a": range(10)})
+    return dd.from_pandas(frame, npartitions=3, sort=False).to_delayed()
+
+
+def test_map_partitions_runs_one_call_per_partition_in_process():
+    ex = InProcessExecutor()
+    parts = _partitions()
+    got = ex.map_partitions(_rows_times, parts, range(len(parts)), factor=ex.scatter(2))
+    assert [i for i, _ in got] == [0, 1, 2] and sum(n for _, n in got) == 20
+    assert ex.n_workers == 1 and ex.persist(parts) is parts
+
+
+@pytest.mark.cluster
+def test_map_partitions_on_a_cluster_reads_partitions_in_the_tasks(local_client):
+    ex = executor_for(local_client)
+    parts = _partitions()
+    factor = ex.scatter(2)  # a broadcast future as a keyword argument
+    handles = ex.map_partitions(_rows_times, parts, range(len(parts)), factor=factor)
+    assert all(is_future(h) for h in handles)
+    assert ex.gather(handles) == InProcessExecutor().map_partitions(_rows_times, parts, range(len(parts)), factor=2)
+    assert ex.n_workers == 2

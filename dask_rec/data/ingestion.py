@@ -191,7 +191,6 @@ class _Run:
 
     def __init__(self, executor: DaskExecutor, tmp: Path) -> None:
         self.ex = executor
-        self.client = executor.client
         self.tmp = tmp
         self.scratch = tmp / "_scratch"
         self.handles: list = []
@@ -217,7 +216,7 @@ class _Run:
         self.handles.clear()
         if pending:
             try:
-                self.client.cancel(pending)
+                self.ex.cancel(pending)
             except Exception:  # pragma: no cover - best effort
                 pass
         # tasks already running finish on their own; they check .writing before writing and
@@ -232,7 +231,7 @@ class _Run:
         self.scratch.mkdir()
         (self.tmp / ".writing").touch()
         if in_memory:
-            ddf = self.client.persist(ddf)
+            ddf = self.ex.persist(ddf)
         parts = ddf.to_delayed()
         found = self.scan(parts, spec, options)
         bucket_bounds = self.split(parts, found)
@@ -278,9 +277,7 @@ class _Run:
 
     # -- pass 1 ----------------------------------------------------------------------------------
     def _scan_once(self, parts, spec: PartitionSpec) -> dict:
-        import dask
-
-        scans = self._track(self.client.compute([dask.delayed(scan_partition)(p, spec) for p in parts]))
+        scans = self._track(self.ex.map_partitions(scan_partition, parts, spec=spec))
         merged = self.ex.gather(self._track(self.ex.tree_reduce(merge_scans, scans, FAN_IN, key="ingest-scan-merge")))
         self.handles.clear()
         return _raise_input_error(merged)
@@ -313,19 +310,15 @@ class _Run:
     # -- pass 2 ----------------------------------------------------------------------------------
     def split(self, parts, found: _Vocabularies) -> np.ndarray:
         """Pass 2: every partition's rows saved by user bucket; returns the buckets' user bounds."""
-        import dask
-
-        c = self.client
-        n_workers = max(1, len(c.nthreads()))
+        n_workers = max(1, self.ex.n_workers)
         total_rows = int(found.stats["valid_rows"])
         bucket_rows = int(settings.get("ingest.bucket-rows"))
         n_target = max(math.ceil(total_rows / bucket_rows), min(2 * n_workers, math.ceil(total_rows / 200_000)))
         bucket_bounds = _writer.block_bounds_for(found.user_rows, block_nnz=max(1, math.ceil(total_rows / max(n_target, 1))))
-        users_f, items_f = c.scatter([found.users, found.items], broadcast=True, hash=False)
-        scratch = str(self.scratch)
-        splits = self._track(c.compute([dask.delayed(split_partition)(p, i, found.spec, users_f, items_f,
-                                                                      bucket_bounds, scratch)
-                                        for i, p in enumerate(parts)]))
+        users_f, items_f = self.ex.scatter(found.users), self.ex.scatter(found.items)
+        splits = self._track(self.ex.map_partitions(split_partition, parts, range(len(parts)), spec=found.spec,
+                                                    users=users_f, items=items_f, bucket_bounds=bucket_bounds,
+                                                    scratch=str(self.scratch)))
         self.ex.gather(splits)  # wait, and raise a failed split's own error
         del users_f, items_f, splits
         self._stage_done("split")
@@ -360,7 +353,7 @@ class _Run:
             changed = True
             while changed:
                 rounds += 1
-                item_keep_f = self.client.scatter(item_keep, broadcast=True, hash=False)
+                item_keep_f = self.ex.scatter(item_keep)
                 counts = self._track([
                     self.ex.submit(filter_counts, b, user_keep[bucket_bounds[b]:bucket_bounds[b + 1]], item_keep_f,
                                    str(self.scratch), key="ingest-filter")
@@ -397,7 +390,7 @@ class _Run:
         if len(kept_items) < n_items:
             remap_arr = np.full(n_items, -1, dtype=_writer.index_dtype(n_items_out) if n_items_out < 2**31 else np.int64)
             remap_arr[kept_items] = np.arange(n_items_out)
-            remap = self.client.scatter(remap_arr, broadcast=True, hash=False)
+            remap = self.ex.scatter(remap_arr)
         has_values = spec.value_col is not None
         root, scratch = str(self.tmp), str(self.scratch)
         writes = self._track([
