@@ -37,7 +37,7 @@ def write_split(X, split_dir: str, test_users: int | None = None) -> int:
     """Save the strong-generalization split of ``X`` (seed 0) as train/history/targets.npz; held-out users."""
     import os
 
-    from dask_rec.evaluation import split_strong_generalization
+    from dask_rec.serving.evaluation import split_strong_generalization
 
     n_test = test_users or min(10_000, X.shape[0] // 10)
     split = split_strong_generalization(X, n_test_users=n_test, seed=0)

@@ -31,7 +31,7 @@ def main(argv=None) -> int:
     from distributed import Client, LocalCluster
 
     import dask_rec
-    from dask_rec.store import open_store
+    from dask_rec.data.store import open_store
 
     store = open_store(args.store)
     peaks: dict = {}

@@ -42,7 +42,7 @@ def _config(args, ours: bool):
 
 
 def _evaluate(weights, split_dir: str) -> dict:
-    from dask_rec.evaluation import evaluate
+    from dask_rec.serving.evaluation import evaluate
 
     history = sp.load_npz(os.path.join(split_dir, "history.npz")).tocsr()
     targets = sp.load_npz(os.path.join(split_dir, "targets.npz")).tocsr()
@@ -83,7 +83,7 @@ def worker_main(args) -> None:
 
         with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True, memory_limit=None,
                           dashboard_address=None) as cluster, Client(cluster) as client:
-            client.run(lambda: __import__("dask_rec.training"))  # warm imports, as a long-lived cluster would be
+            client.run(lambda: __import__("dask_rec.models.sansa.training"))  # warm imports, as a long-lived cluster would be
             model = SANSA(_config(args, ours=True))
             t0 = time.perf_counter()
             model.fit(train, client=client, progress=False)

@@ -1,6 +1,6 @@
 """Benchmark: out-of-core ingest of a large synthetic log on a memory-capped LocalCluster.
 
-Generates (or reuses) a synthetic Parquet log, ingests it with :func:`dask_rec.ingestion` on a
+Generates (or reuses) a synthetic Parquet log, ingests it with :func:`dask_rec.data.ingestion` on a
 LocalCluster whose per-worker memory limit is below the log's in-memory size, samples each
 worker's resident memory while it runs, and compares rows/s with a plain pandas -> scipy build
 on a size that baseline can hold in memory (run in a child process so its peak memory is its own).
@@ -87,7 +87,7 @@ class WorkerMemory:
 
 
 def generate(workdir: Path, args) -> tuple[Path, dict]:
-    from dask_rec.synthetic import _default_groups, generate_interactions, read_generator_info
+    from dask_rec.data.synthetic import _default_groups, generate_interactions, read_generator_info
 
     path = workdir / "log"
     groups = args.groups or _default_groups(args.items)
@@ -144,7 +144,7 @@ def baseline(log: Path, n_rows: int) -> dict:
 def ingest_on_cluster(log: Path, out: Path, args) -> dict:
     from distributed import Client, LocalCluster
 
-    from dask_rec.ingestion import ingest
+    from dask_rec.data.ingestion import ingest
 
     cluster = LocalCluster(n_workers=args.workers, threads_per_worker=1, memory_limit=args.memory_limit,
                            processes=True, dashboard_address=":0")

@@ -111,7 +111,7 @@ def worker_main(args) -> None:
     """One contender, in its own process; prints one JSON line."""
     from threadpoolctl import threadpool_limits
 
-    from dask_rec.evaluation import evaluate
+    from dask_rec.serving.evaluation import evaluate
 
     train = sp.load_npz(os.path.join(args.split_dir, "train.npz")).tocsr()
     history = sp.load_npz(os.path.join(args.split_dir, "history.npz")).tocsr()

@@ -119,7 +119,7 @@ def worker_fit(spec: dict) -> dict:
 
 
 def _synthetic_matrix(spec: dict) -> sp.csr_matrix:
-    from dask_rec.synthetic import make_interactions
+    from dask_rec.data.synthetic import make_interactions
 
     df = make_interactions(spec["n_users"], spec["n_items"], spec["n_interactions"], seed=spec.get("seed", 0))
     X = sp.csr_matrix((np.ones(len(df), np.float32), (df["user_id"].to_numpy(), df["item_id"].to_numpy())),

@@ -7,7 +7,7 @@ and the same weights:
 - ``sansa``: ``sansa.SANSA(...).load_weights((W1, W2)).recommend(X, k, True)`` on the whole batch;
 - ``kernel``: :func:`dask_rec.kernels.scoring.recommend_block` on the whole batch (arrays, like
   the reference returns), on 1 thread and on all cores;
-- ``recommend_users``: :func:`dask_rec.recommend.recommend_users` (a DataFrame in original
+- ``recommend_users``: :func:`dask_rec.serving.recommend.recommend_users` (a DataFrame in original
   IDs) in process and on a 2-worker ``LocalCluster`` (1 thread each), for two block sizes.
 
 The reference crashes ("kth out of bounds") when a user has fewer than ``k`` candidates, so the
@@ -105,7 +105,7 @@ def _measure(kind: str, workdir: Path, k: int, block: int, repeats: int) -> dict
         def run():
             return recommend_block(X, W1, W2, k, exclude_seen=True, n_threads=threads)
     else:
-        from dask_rec.recommend import recommend_users
+        from dask_rec.serving.recommend import recommend_users
 
         if kind == "cluster":
             from distributed import Client, LocalCluster

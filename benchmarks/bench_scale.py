@@ -69,7 +69,7 @@ def fit_route(store: Path, route: str, nnz_per_item: float, l2: float) -> dict:
     import dask
 
     import dask_rec
-    from dask_rec import training
+    from dask_rec.models.sansa import training
 
     if route == "assembled":
         training.uses_streamed_gramian = lambda config, compute_gramian=True: False
@@ -182,7 +182,7 @@ def prepare(name: str, workdir: Path) -> tuple[Path, dict]:
 
 
 def measure(name: str, args, workdir: Path) -> dict:
-    from dask_rec.store import open_store
+    from dask_rec.data.store import open_store
 
     store, times = prepare(name, workdir)
     shape, nnz = open_store(store).shape, open_store(store).nnz

@@ -57,9 +57,9 @@ def timing(args) -> dict:
     from distributed import get_task_stream
 
     from dask_rec import SANSA, SANSAConfig
-    from dask_rec.evaluation import evaluate, split_strong_generalization
-    from dask_rec.tuning import tune, validation_split
-    from dask_rec.tuning_space import grid_points
+    from dask_rec.serving.evaluation import evaluate, split_strong_generalization
+    from dask_rec.tuning.search import tune, validation_split
+    from dask_rec.tuning.space import grid_points
 
     X = load_matrix(args.dataset)
     test_rows = split_strong_generalization(X, n_test_users=min(10_000, X.shape[0] // 10), seed=0).test_users
@@ -113,8 +113,8 @@ def timing(args) -> dict:
 
 def accuracy(args) -> dict:
     from dask_rec import SANSA
-    from dask_rec.evaluation import evaluate, split_strong_generalization
-    from dask_rec.tuning import tune
+    from dask_rec.serving.evaluation import evaluate, split_strong_generalization
+    from dask_rec.tuning.search import tune
 
     space = {"l2": _floats(args.l2), "density": _floats(args.density)}
     rows, out = [], {"grid": space, "metric": args.metric, "datasets": {}}

@@ -17,7 +17,7 @@ _EXPORTS = {
     "UMRUnitLowerTriangleInverterConfig": "dask_rec.config",
     "ExactUnitLowerTriangleInverterConfig": "dask_rec.config",
     # the model
-    "SANSA": "dask_rec.model",
+    "SANSA": "dask_rec.models.sansa.model",
     # the comparison models built on the Gramian
     "EASE": "dask_rec.models.ease",
     "EASEConfig": "dask_rec.models.ease",
@@ -29,17 +29,17 @@ _EXPORTS = {
     "ALS": "dask_rec.models.als",
     "ALSConfig": "dask_rec.models.als",
     # data
-    "ingest": "dask_rec.ingestion",
-    "open_store": "dask_rec.store",
-    "InteractionStore": "dask_rec.store",
-    "Vocabulary": "dask_rec.vocabulary",
-    "generate_interactions": "dask_rec.synthetic",
+    "ingest": "dask_rec.data.ingestion",
+    "open_store": "dask_rec.data.store",
+    "InteractionStore": "dask_rec.data.store",
+    "Vocabulary": "dask_rec.data.vocabulary",
+    "generate_interactions": "dask_rec.data.synthetic",
     # evaluation
-    "evaluate": "dask_rec.evaluation",
-    "split_strong_generalization": "dask_rec.evaluation",
+    "evaluate": "dask_rec.serving.evaluation",
+    "split_strong_generalization": "dask_rec.serving.evaluation",
     # tuning
-    "tune": "dask_rec.tuning",
-    "TuneResult": "dask_rec.tuning",
+    "tune": "dask_rec.tuning.search",
+    "TuneResult": "dask_rec.tuning.search",
     # warnings
     "DaskRecWarning": "dask_rec.exceptions",
 }

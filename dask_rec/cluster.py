@@ -33,7 +33,7 @@ def check_workers(n_workers, *, cores: int | None = None, memory: int | None = N
     """
     import numbers
 
-    from . import settings
+    from dask_rec import settings
 
     if n_workers is None:
         return None
@@ -157,7 +157,7 @@ def client_context(client=None, scheduler: str | None = None, *, n_workers: int 
     if unguarded is not None:  # worker processes would re-run the script: run on threads instead
         import warnings
 
-        from .exceptions import DaskRecWarning
+        from dask_rec.exceptions import DaskRecWarning
 
         processes = False
         warnings.warn_explicit(
@@ -189,9 +189,9 @@ def fit_executor(client, source):
     ``client``: a ``distributed.Client`` (used as it is), ``"local"`` (a LocalCluster sized to
     this machine, closed afterwards) or ``None``: the current client if there is one, else a
     LocalCluster for a store (out-of-core data) and this process for an in-memory matrix
-    (``source`` is a :class:`~dask_rec.blocks.RowBlockSource`).
+    (``source`` is a :class:`~dask_rec.data.blocks.RowBlockSource`).
     """
-    from .executor import executor_for
+    from dask_rec.executor import executor_for
 
     if client is None:
         client = current_client()

@@ -48,12 +48,6 @@ def _check_real(name: str, value, *, positive: bool = False, minimum: float | No
     return float(value)
 
 
-def _check_count(name: str, value, minimum: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
-    return int(value)
-
-
 @dataclass
 class CHOLMODGramianFactorizerConfig:
     """Exact supernodal Cholesky (CHOLMOD), then keep the largest entries down to the density.
@@ -124,8 +118,10 @@ class UMRUnitLowerTriangleInverterConfig:
     approximate_inverse_method: ClassVar[str] = "UMR"
 
     def __post_init__(self) -> None:
-        self.scans = _check_count("scans", self.scans)
-        self.finetune_steps = _check_count("finetune_steps", self.finetune_steps)
+        from dask_rec.validation import check_int  # lazily: configs stay importable without SciPy
+
+        self.scans = check_int(self.scans, "scans", 0)
+        self.finetune_steps = check_int(self.finetune_steps, "finetune_steps", 0)
         self.log_norm_threshold = _check_real("log_norm_threshold", self.log_norm_threshold)
 
 

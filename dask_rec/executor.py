@@ -17,13 +17,24 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable, Iterable, Sequence
 
-__all__ = ["InProcessExecutor", "DaskExecutor", "executor_for", "BIGMEM_RESOURCE"]
+__all__ = ["InProcessExecutor", "DaskExecutor", "executor_for", "identity", "is_future", "BIGMEM_RESOURCE"]
 
 logger = logging.getLogger(__name__)
 
 #: Worker resource that marks the big-memory worker for the factorization
 #: (``dask worker --resources bigmem=1``).
 BIGMEM_RESOURCE = "bigmem"
+
+
+def identity(value):
+    """Return ``value``: as a task (``executor.submit(identity, value)``) it places ``value`` on
+    the cluster once, so that later tasks take the future instead of re-sending the value."""
+    return value
+
+
+def is_future(obj) -> bool:
+    """Whether ``obj`` is a ``distributed`` future (e.g. weights that a fit left on the cluster)."""
+    return type(obj).__module__.startswith("distributed") and hasattr(obj, "key") and hasattr(obj, "result")
 
 
 class InProcessExecutor:
@@ -43,8 +54,29 @@ class InProcessExecutor:
     def release(self, *handles) -> None:
         pass
 
+    def cancel(self, handles) -> None:
+        pass
+
     def wait(self, handles) -> None:
         pass
+
+    @property
+    def n_workers(self) -> int:
+        return 1
+
+    def scatter(self, value):
+        return value
+
+    def persist(self, collection):
+        return collection
+
+    def map_partitions(self, fn: Callable, partitions: Sequence, *iterables: Iterable, **kwargs) -> list:
+        """``fn(partition, *items, **kwargs)`` for each ``dask.delayed`` partition of a collection
+        (``collection.to_delayed()``), with the items of ``iterables`` beside it."""
+        import dask
+
+        tasks = [dask.delayed(fn)(p, *items, **kwargs) for p, *items in zip(partitions, *iterables)]
+        return list(dask.compute(*tasks, scheduler="sync"))
 
     def tree_reduce(self, fn: Callable, handles: Sequence, fan_in: int = 8, key: str | None = None,
                     bigmem: bool = False):
@@ -100,6 +132,29 @@ class DaskExecutor:
                 self.release(*h)
             elif hasattr(h, "release"):
                 h.release()
+
+    def cancel(self, handles) -> None:
+        """Cancel the tasks of ``handles`` still pending (a failed stage's siblings)."""
+        self.client.cancel(list(handles))
+
+    @property
+    def n_workers(self) -> int:
+        return len(self.client.nthreads())
+
+    def scatter(self, value):
+        """A future of ``value`` sent to every worker once (a small array or vocabulary many tasks read)."""
+        return self.client.scatter(value, broadcast=True, hash=False)
+
+    def persist(self, collection):
+        """A Dask collection computed and kept on the cluster (an in-memory input read many times)."""
+        return self.client.persist(collection)
+
+    def map_partitions(self, fn: Callable, partitions: Sequence, *iterables: Iterable, **kwargs) -> list:
+        """One task ``fn(partition, *items, **kwargs)`` per ``dask.delayed`` partition of a collection
+        (``collection.to_delayed()``): the partition is read by the task that uses it."""
+        import dask
+
+        return self.client.compute([dask.delayed(fn)(p, *items, **kwargs) for p, *items in zip(partitions, *iterables)])
 
     def wait(self, handles) -> None:
         """Wait for ``handles``; raise the exception of the first one that failed.

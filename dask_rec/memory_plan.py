@@ -39,7 +39,7 @@ class MemoryLimits:
 
 def memory_limits(executor) -> MemoryLimits:
     """The :class:`MemoryLimits` of ``executor``'s cluster (this machine's, in process)."""
-    from .executor import BIGMEM_RESOURCE
+    from dask_rec.executor import BIGMEM_RESOURCE
 
     client = executor.client
     if client is None:
@@ -78,7 +78,7 @@ def require(stage: str, need: int, have: int, what: str, knob: str, limit: int |
     The message is one line: the stage, what needs the memory, both figures (and the memory
     limit ``have`` is planned from, when given) and the knob.
     """
-    from .exceptions import InsufficientMemoryError
+    from dask_rec.exceptions import InsufficientMemoryError
 
     if have and need > have:
         of = f" of a {size_text(limit)} memory limit" if limit else ""
@@ -91,7 +91,7 @@ def require(stage: str, need: int, have: int, what: str, knob: str, limit: int |
 def task_budget(limits: MemoryLimits) -> int:
     """Bytes a stage may plan for one of its many tasks: ``dask_rec.memory.task-fraction`` of
     the per-thread limit (the rest is for data the workers hold meanwhile); 0 when unknown."""
-    from . import settings
+    from dask_rec import settings
 
     return int(limits.per_task * float(settings.get("memory.task-fraction")))
 
@@ -99,6 +99,6 @@ def task_budget(limits: MemoryLimits) -> int:
 def bigmem_budget(limits: MemoryLimits) -> int:
     """Bytes a one-task stage (factorization, weights) may plan for on the big-memory worker:
     ``dask_rec.memory.bigmem-fraction`` of its limit; 0 when unknown."""
-    from . import settings
+    from dask_rec import settings
 
     return int(limits.bigmem * float(settings.get("memory.bigmem-fraction")))

@@ -7,7 +7,7 @@ import numbers
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["check_interactions", "check_k", "check_n_items"]
+__all__ = ["check_interactions", "check_int", "check_k", "check_n_items"]
 
 
 def check_interactions(X, name: str = "X", *, allow_empty: bool = False, dtype=np.float32) -> sp.csr_matrix:
@@ -65,8 +65,16 @@ def _position(matrix: sp.csr_matrix, flat: int) -> tuple[int, int]:
     return row, int(matrix.indices[flat])
 
 
-def check_k(k, n_items: int | None = None) -> int:
-    """``k`` as a positive int (it may exceed ``n_items``: results are then padded)."""
+def check_int(value, name: str, minimum: int = 1) -> int:
+    """``value`` as an int, when it is an integer (Python or NumPy, not a bool) ``>= minimum``;
+    otherwise one ``ValueError`` line naming ``name``, the bound and the value."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
+    return int(value)
+
+
+def check_k(k) -> int:
+    """``k`` as a positive int (it may exceed the number of items: results are then padded)."""
     if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k <= 0:
         raise ValueError(f"k must be a positive integer; got {k!r}")
     return int(k)

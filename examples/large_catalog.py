@@ -17,7 +17,7 @@ import dask
 from distributed import Client, LocalCluster
 
 import dask_rec
-from dask_rec.evaluation import PopularityBaseline, evaluate, split_strong_generalization
+from dask_rec.serving.evaluation import PopularityBaseline, evaluate, split_strong_generalization
 
 
 def main(argv=None):

@@ -9,7 +9,7 @@ from pathlib import Path
 from distributed import Client, LocalCluster
 
 import dask_rec
-from dask_rec.evaluation import PopularityBaseline, evaluate, split_strong_generalization
+from dask_rec.serving.evaluation import PopularityBaseline, evaluate, split_strong_generalization
 
 
 def main(argv=None):

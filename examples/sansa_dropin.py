@@ -14,7 +14,7 @@ import numpy as np
 import scipy.sparse as sp
 
 import dask_rec as sansa  # the drop-in
-from dask_rec.synthetic import make_interactions
+from dask_rec.data.synthetic import make_interactions
 
 
 def main(argv=None):

@@ -66,11 +66,11 @@ def workdir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def store(cluster, workdir):
     """A synthetic log of 30,000 users x 8,000 items, ingested on the cluster into 10 row blocks."""
-    from dask_rec.synthetic import generate_interactions
+    from dask_rec.data.synthetic import generate_interactions
 
     generate_interactions(workdir / "log", 30_000, 8_000, 900_000, seed=7)
     run_cli("ingest", "log", "store", "--rows-per-block", "3000", "--scheduler", cluster.address, cwd=workdir)
-    from dask_rec.store import open_store
+    from dask_rec.data.store import open_store
 
     s = open_store(workdir / "store")
     assert s.n_blocks >= 8, s.n_blocks
@@ -194,7 +194,7 @@ def too_small_fit(store, workdir, tmp_path_factory, request):
     budget, here made large with --density 0.2."""
     import scipy.sparse as sp
 
-    from dask_rec.factorize import factorization_memory_estimate, streamed_factorization_bytes
+    from dask_rec.models.sansa.factorize import factorization_memory_estimate, streamed_factorization_bytes
 
     X = store.to_scipy()
     limit = 48 * 2**20

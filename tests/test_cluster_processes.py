@@ -73,7 +73,7 @@ def store(cluster, workdir):
     source = ml100k_path()
     result = run_cli("ingest", source, "store", "--scheduler", cluster.address, cwd=workdir)
     assert "943 users, 1,682 items, 100,000 interactions" in result.stdout, result.stdout
-    from dask_rec.store import open_store
+    from dask_rec.data.store import open_store
 
     return open_store(workdir / "store")
 

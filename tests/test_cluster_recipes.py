@@ -416,8 +416,8 @@ def test_slurm_recipe_fits_end_to_end_with_a_stand_in_sbatch(tmp_path):
     import scipy.sparse as sp
 
     from dask_rec import SANSA
-    from dask_rec.store import write_store
-    from dask_rec.synthetic import make_interactions
+    from dask_rec.data.store_writer import write_store
+    from dask_rec.data.synthetic import make_interactions
 
     log = make_interactions(1_500, 400, 15_000, seed=11)
     X = sp.csr_matrix((np.ones(len(log), np.float32), (log["user_id"].to_numpy(), log["item_id"].to_numpy())),

@@ -54,7 +54,7 @@ def monitor(cluster, certs):
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
     path = tmp_path_factory.mktemp("tls-cli")
-    from dask_rec.synthetic import generate_interactions
+    from dask_rec.data.synthetic import generate_interactions
 
     generate_interactions(path / "log", 3_000, 600, 40_000, seed=5)
     return path
@@ -104,7 +104,7 @@ def test_clients_without_the_certificate_cannot_submit_work(cluster, monitor, ce
 
 def test_ingest_and_fit_with_the_certificate(cluster, certs, workdir, dask_config_dir):
     from dask_rec import SANSA
-    from dask_rec.store import open_store
+    from dask_rec.data.store import open_store
 
     # the Dask config file alone (no flags) is enough for a client
     run_cli("ingest", "log", "store", "--scheduler", cluster.address, cwd=workdir,

@@ -14,8 +14,8 @@ def test_import_is_cheap():
 
 def test_public_functions_are_not_shadowed_by_modules():
     import dask_rec
-    import dask_rec.evaluation  # noqa: F401  (importing submodules must not replace the functions)
-    import dask_rec.ingestion  # noqa: F401
+    import dask_rec.serving.evaluation  # noqa: F401  (importing submodules must not replace the functions)
+    import dask_rec.data.ingestion  # noqa: F401
 
     for name in dask_rec.__all__:
         value = getattr(dask_rec, name)

@@ -21,7 +21,7 @@ from dask_rec.cli import main
 from dask_rec.exceptions import ModelFileError
 from dask_rec.kernels.scoring import recommend_block, score_block
 from dask_rec.models.registry import MODELS, load_model_directory
-from dask_rec.store import write_store
+from dask_rec.data.store_writer import write_store
 
 X = small_interactions(n_users=150, n_items=40)
 ITEM_IDS = np.arange(40) * 7 + 3

@@ -16,7 +16,7 @@ BODY = """
 import numpy as np
 import scipy.sparse as sp
 import dask_rec
-from dask_rec.store import write_store
+from dask_rec.data.store_writer import write_store
 
 rng = np.random.default_rng(0)
 X = sp.csr_matrix((rng.random((200, 40)) < 0.2).astype(np.float32))

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dask_rec.ingestion import ingest
+from dask_rec.data.ingestion import ingest
 
 
 def _csv(path, n_rows: int, bad_row: int | None = None, ragged_row: int | None = None):

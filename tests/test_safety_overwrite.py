@@ -15,10 +15,11 @@ import pytest
 
 from conformance import small_interactions
 from dask_rec import SANSA, SANSAConfig
-from dask_rec.atomic import _host_tag, atomic_directory, directory_kind, sweep_stale
+from dask_rec.data.atomic import _host_tag, atomic_directory, directory_kind, sweep_stale
 from dask_rec.cli import main
 from dask_rec.models.popularity import PopRec
-from dask_rec.store import open_store, write_store
+from dask_rec.data.store import open_store
+from dask_rec.data.store_writer import write_store
 
 
 @pytest.fixture()
@@ -139,7 +140,7 @@ def test_a_run_killed_mid_write_is_cleaned_by_the_next_run(tmp_path):
     target = tmp_path / "s.zarr"
     script = textwrap.dedent(f"""
         import time
-        from dask_rec.atomic import atomic_directory
+        from dask_rec.data.atomic import atomic_directory
         with atomic_directory({str(target)!r}) as tmp:
             (tmp / "_scratch").mkdir()
             (tmp / "_scratch" / "piece.npy").write_bytes(b"partial")

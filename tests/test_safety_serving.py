@@ -11,9 +11,10 @@ from conformance import small_interactions
 from dask_rec.cli import main
 from dask_rec.cluster import check_workers, client_context
 from dask_rec.exceptions import DaskRecWarning
-from dask_rec.item_alignment import remap_columns
+from dask_rec.data.item_alignment import remap_columns
 from dask_rec.models.itemknn import ItemKNN
-from dask_rec.store import open_store, write_store
+from dask_rec.data.store import open_store
+from dask_rec.data.store_writer import write_store
 
 X = small_interactions(n_users=120, n_items=30)
 ITEMS = np.arange(30) * 10

@@ -48,3 +48,15 @@ def test_k_must_be_a_positive_int(k):
 def test_item_count_mismatch_is_named():
     with pytest.raises(ValueError, match="has 3 item columns but the model was trained on 4 items"):
         check_n_items(sp.csr_matrix((2, 3)), 4)
+
+
+def test_check_int_accepts_integers_at_or_above_the_bound():
+    import numpy as np
+
+    from dask_rec.validation import check_int
+
+    assert check_int(3, "n") == 3 and check_int(np.int64(0), "n", 0) == 0
+    assert type(check_int(np.int32(5), "n")) is int
+    for bad in (0, -1, 2.0, True, "3", None):
+        with pytest.raises(ValueError, match=r"n must be an integer >= 1; got "):
+            check_int(bad, "n")

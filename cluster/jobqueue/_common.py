@@ -135,7 +135,7 @@ def fit(cluster, bigmem, args) -> int:
     from distributed import Client
 
     from dask_rec import ICFGramianFactorizerConfig, SANSA, SANSAConfig, UMRUnitLowerTriangleInverterConfig
-    from dask_rec.store import open_store
+    from dask_rec.data.store import open_store
 
     if Path(args.model).exists() and not args.overwrite:
         raise SystemExit(f"error: model {args.model!r} exists; pass --overwrite to replace it")

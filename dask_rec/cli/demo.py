@@ -35,7 +35,7 @@ def add_parser(subparsers) -> None:
 
 def run(args) -> int:
     from dask_rec import SANSA, SANSAConfig, UMRUnitLowerTriangleInverterConfig, ingest
-    from dask_rec.synthetic import generate_interactions
+    from dask_rec.data.synthetic import generate_interactions
 
     from .evaluate import evaluate_store, format_results
 

@@ -34,7 +34,7 @@ def add_parser(subparsers) -> None:
 
 def run(args) -> int:
     from dask_rec.models.registry import get
-    from dask_rec.store import open_store
+    from dask_rec.data.store import open_store
 
     ks = _parse_ks(args.k)
     names = _parse_models(args.models)
@@ -74,7 +74,7 @@ def evaluate_store(store, config=None, *, ks, test_users=None, seed=0, target_fr
     otherwise). Returns the split's sizes, ``models`` (names in order), ``fit_seconds`` per
     model and each model's metrics under its name (``"popularity"`` for ``pop``).
     """
-    from dask_rec.evaluation import evaluate, split_strong_generalization
+    from dask_rec.serving.evaluation import evaluate, split_strong_generalization
     from dask_rec.jsonable import to_jsonable
     from dask_rec.models.registry import get
 

@@ -36,9 +36,9 @@ def run(args) -> int:
     from pathlib import Path
 
     from dask_rec.models.registry import get
-    from dask_rec.store import open_store
+    from dask_rec.data.store import open_store
 
-    from dask_rec.atomic import check_target
+    from dask_rec.data.atomic import check_target
 
     if args.config:
         entry, model = model_from_config_file(args.config, args.model_name)

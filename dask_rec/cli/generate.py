@@ -30,7 +30,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dask_rec.synthetic import generate_interactions, read_generator_info
+    from dask_rec.data.synthetic import generate_interactions, read_generator_info
 
     started = time.perf_counter()
     path = generate_interactions(args.out, args.users, args.items, args.interactions, n_groups=args.groups,

@@ -43,7 +43,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dask_rec.ingestion import ingest
+    from dask_rec.data.ingestion import ingest
 
     binarize = args.binarize
     if binarize is False and args.value_col is None:

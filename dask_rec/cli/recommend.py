@@ -30,10 +30,10 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
     from pathlib import Path
 
-    from dask_rec.atomic import check_target
-    from dask_rec.item_alignment import align_store
+    from dask_rec.data.atomic import check_target
+    from dask_rec.data.item_alignment import align_store
     from dask_rec.models.registry import load_model_directory
-    from dask_rec.store import open_store
+    from dask_rec.data.store import open_store
 
     check_target(Path(args.output).absolute(), args.overwrite, kind="recommendations")
     model = load_model_directory(args.model)  # any saved kind (root attr "kind")

@@ -21,7 +21,7 @@ _OPTIONS = {
 
 
 def add_parser(subparsers) -> None:
-    from dask_rec.tuning_space import TUNABLE
+    from dask_rec.tuning.space import TUNABLE
 
     p = subparsers.add_parser(
         "tune", help="choose a model's hyper-parameters on validation users (SANSA trials share one Gramian)",
@@ -62,7 +62,7 @@ def add_parser(subparsers) -> None:
 
 def parse_space(args, model: str) -> dict | None:
     """The space given by the options of ``args`` (None when no option was given)."""
-    from dask_rec.tuning_space import tunable
+    from dask_rec.tuning.space import tunable
 
     entry = tunable(model)
     space = {}
@@ -100,15 +100,15 @@ def parse_space(args, model: str) -> dict | None:
 def run(args) -> int:
     from pathlib import Path
 
-    from dask_rec.store import open_store
-    from dask_rec.tuning import tune
-    from dask_rec.tuning_result import config_file_dict, write_json_atomically
+    from dask_rec.data.store import open_store
+    from dask_rec.tuning.search import tune
+    from dask_rec.tuning.result import config_file_dict, write_json_atomically
 
     space = parse_space(args, args.model)
     if not getattr(args, "verbose", 0):  # one line per trial, not every stage of every trial
         import logging
 
-        for name in ("dask_rec.training", "dask_rec.model"):
+        for name in ("dask_rec.models.sansa.training", "dask_rec.models.sansa.model"):
             logging.getLogger(name).setLevel(logging.WARNING)
     if args.refit and Path(args.refit).exists() and not args.overwrite:
         raise FileExistsError(f"model {args.refit!r} already exists; pass --overwrite to replace it")

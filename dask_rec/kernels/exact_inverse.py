@@ -17,7 +17,7 @@ import numpy as np
 import scipy.sparse as sp
 from numba import njit
 
-from dask_rec.kernels.umr import _check_L, _compact, _csc, _ensure
+from dask_rec.kernels.csc_buffers import check_csc_square, compact_to_cap, csc_from_buffers, grow_buffers
 
 __all__ = ["exact_inverse_block"]
 
@@ -95,7 +95,7 @@ def _exact_block(Lp, Li, Lx, n, col_start, col_stop, cap):
                     mark[k] = True
                     size = _heap_push(heap, size, k)
                 x[k] -= np.float64(Lx[p]) * xi
-        out_i, out_x = _ensure(out_i, out_x, pos + nrows)
+        out_i, out_x = grow_buffers(out_i, out_x, pos + nrows)
         for t in range(nrows):  # rows came off the heap in increasing order
             k = rows[t]
             v = np.float32(x[k])
@@ -109,9 +109,9 @@ def _exact_block(Lp, Li, Lx, n, col_start, col_stop, cap):
             mark[k] = False
         out_p[c + 1] = pos
         if cap >= 0 and off > 2 * cap + 1024:
-            pos, off = _compact(out_p, out_i, out_x, c + 1, col_start, cap)
+            pos, off = compact_to_cap(out_p, out_i, out_x, c + 1, col_start, cap)
     if cap >= 0 and off > cap:
-        pos, off = _compact(out_p, out_i, out_x, width, col_start, cap)
+        pos, off = compact_to_cap(out_p, out_i, out_x, width, col_start, cap)
     return out_p, out_i[:pos].copy(), out_x[:pos].copy()
 
 
@@ -128,9 +128,9 @@ def exact_inverse_block(L, col_start: int, col_stop: int, cap: int | None = None
         Keep the diagonal and at most ``cap`` off-diagonal entries of largest magnitude (ties at
         the cut kept); ``None`` keeps the exact columns.
     """
-    L = _check_L(L)
+    L = check_csc_square(L)
     n = L.shape[0]
     indptr, indices, data = _exact_block(
         L.indptr, L.indices, L.data, n, int(col_start), int(col_stop), -1 if cap is None else int(cap)
     )
-    return _csc(indptr, indices, data, (n, int(col_stop) - int(col_start)))
+    return csc_from_buffers(indptr, indices, data, (n, int(col_stop) - int(col_start)))

@@ -28,6 +28,7 @@ __all__ = [
     "permute_items",
     "lower_block_sums",
     "scale_lower_block",
+    "sum_arrays",
     "sum_gramians",
     "item_counts",
     "gramian_row_norms",
@@ -394,6 +395,11 @@ def scale_lower_block(block, col_start: int, s: np.ndarray) -> np.ndarray:
     """
     return _kernels()["scale_lower_block"](int(col_start), block.indptr, block.indices, block.data,
                                            np.asarray(s, dtype=np.float64))
+
+
+def sum_arrays(parts) -> np.ndarray:
+    """Element-wise sum of dense arrays of one shape (per-block item counts, value sums, ...)."""
+    return np.sum(parts, axis=0)
 
 
 def sum_gramians(parts) -> sp.csr_matrix:

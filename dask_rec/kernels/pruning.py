@@ -29,6 +29,11 @@ __all__ = [
     "prune_by_key",
     "prune_to_nnz",
     "offdiagonal_mask",
+    "NO_BINS",
+    "sparse_histogram",
+    "dense_histogram",
+    "counts_part",
+    "merge_histogram_parts",
 ]
 
 N_BINS = 1 << 16
@@ -153,3 +158,40 @@ def _as_csc(matrix) -> sp.csc_matrix:
     if not sp.issparse(matrix):
         raise TypeError(f"expected a scipy sparse matrix; got {type(matrix).__name__}")
     return matrix if matrix.format == "csc" else matrix.tocsc()
+
+
+# ---------------------------------------------------------------------------------------------
+# histogram parts of many blocks: (coarse, fine, changed-count) with histograms as (bins, counts)
+# ---------------------------------------------------------------------------------------------
+
+#: An empty sparse histogram ``(bins, counts)``.
+NO_BINS = (np.array([], dtype=np.int32), np.array([], dtype=np.int64))
+
+
+def sparse_histogram(hist: np.ndarray):
+    """A histogram as (non-zero bins, their counts)."""
+    bins = np.flatnonzero(hist).astype(np.int32)
+    return bins, hist[bins]
+
+
+def counts_part(counts):
+    """The changed-column counts of an update, as a histogram part that carries only them."""
+    return NO_BINS, NO_BINS, int(sum(counts))
+
+
+def merge_histogram_parts(parts):
+    """Sum parts ``(coarse, fine, changed)`` of several blocks (histograms as sparse (bins, counts)):
+    the tree-reduction step of a global prune; integer sums, so exact in any order."""
+    coarse = np.zeros(N_BINS, dtype=np.int64)
+    fine = np.zeros(N_BINS, dtype=np.int64)
+    for (cb, cc), (fb, fc), _ in parts:
+        coarse[cb] += cc
+        fine[fb] += fc
+    return sparse_histogram(coarse), sparse_histogram(fine), sum(p[2] for p in parts)
+
+
+def dense_histogram(part) -> np.ndarray:
+    """A sparse histogram ``(bins, counts)`` as a dense array of :data:`N_BINS` counts."""
+    dense = np.zeros(N_BINS, dtype=np.int64)
+    dense[part[0]] = part[1]
+    return dense

@@ -17,9 +17,9 @@ A block can cap what it holds (:func:`umr_update_block` ``cap``): at most ``cap`
 entries, those of largest magnitude in the block (ties at the cut kept). It is applied while the
 block is built, by compacting the output buffer to its top ``cap`` whenever it exceeds ``2·cap``;
 the result equals capping the finished block at once, so it does not depend on how the work is
-scheduled. See :mod:`dask_rec.invert` for when the cap can change results.
+scheduled. See :mod:`dask_rec.models.sansa.invert` for when the cap can change results.
 
-The functions here know nothing about Dask; :mod:`dask_rec.invert` schedules them.
+The functions here know nothing about Dask; :mod:`dask_rec.models.sansa.invert` schedules them.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 from numba import njit
+
+from dask_rec.kernels.csc_buffers import check_csc_square, compact_to_cap, csc_from_buffers, grow_buffers
 
 __all__ = [
     "initial_block",
@@ -69,61 +71,6 @@ def _clear(vec, mark, pat, npat):
         k = pat[t]
         vec[k] = 0.0
         mark[k] = False
-
-
-@njit(nogil=True, cache=True)
-def _ensure(out_i, out_x, need):
-    """Grow the output buffers (doubling) so that they hold ``need`` entries."""
-    if need <= out_i.shape[0]:
-        return out_i, out_x
-    size = max(need, 2 * out_i.shape[0])
-    ni = np.empty(size, dtype=out_i.dtype)
-    nx = np.empty(size, dtype=out_x.dtype)
-    ni[: out_i.shape[0]] = out_i
-    nx[: out_x.shape[0]] = out_x
-    return ni, nx
-
-
-@njit(nogil=True, cache=True)
-def _compact(out_p, out_i, out_x, ncols_done, col_start, cap):
-    """Keep, among the first ``ncols_done`` columns, the diagonal and the ``cap`` off-diagonal
-    entries of largest magnitude (all ties at the cut). Returns the new entry and off-diagonal
-    counts."""
-    total = out_p[ncols_done]
-    # magnitudes of the off-diagonal entries
-    mags = np.empty(total, dtype=np.float32)
-    m = 0
-    for c in range(ncols_done):
-        j = col_start + c
-        for p in range(out_p[c], out_p[c + 1]):
-            if out_i[p] != j:
-                mags[m] = abs(out_x[p])
-                m += 1
-    if m <= cap:
-        return total, m
-    if cap <= 0:
-        cut = np.float32(np.inf)
-    else:
-        part = np.partition(mags[:m], m - cap)
-        cut = part[m - cap]  # the cap-th largest magnitude
-    w = 0
-    off = 0
-    start = out_p[0]
-    for c in range(ncols_done):
-        j = col_start + c
-        stop = out_p[c + 1]
-        for p in range(start, stop):
-            row = out_i[p]
-            val = out_x[p]
-            if row == j or abs(val) >= cut:
-                out_i[w] = row
-                out_x[w] = val
-                if row != j:
-                    off += 1
-                w += 1
-        start = stop
-        out_p[c + 1] = w
-    return w, off
 
 
 @njit(nogil=True, cache=True)
@@ -195,7 +142,7 @@ def _umr_block(Lp, Li, Lx, n, Mp, Mi, Mx, col_start, update, skip_below, cap):
                             nr += 1
                         r[k] += np.float64(mx[t])
                     rows = np.sort(rpat[:nr])
-                    out_i, out_x = _ensure(out_i, out_x, pos + nr)
+                    out_i, out_x = grow_buffers(out_i, out_x, pos + nr)
                     for t in range(nr):
                         k = rows[t]
                         v = np.float32(r[k])
@@ -209,7 +156,7 @@ def _umr_block(Lp, Li, Lx, n, Mp, Mi, Mx, col_start, update, skip_below, cap):
                     n_updated += 1
             _clear(r, rmark, rpat, nr)
         if not changed:
-            out_i, out_x = _ensure(out_i, out_x, pos + hi - lo)
+            out_i, out_x = grow_buffers(out_i, out_x, pos + hi - lo)
             for p in range(lo, hi):
                 out_i[pos] = Mi[p]
                 out_x[pos] = Mx[p]
@@ -218,9 +165,9 @@ def _umr_block(Lp, Li, Lx, n, Mp, Mi, Mx, col_start, update, skip_below, cap):
                     off += 1
         out_p[c + 1] = pos
         if cap >= 0 and off > 2 * cap + 1024:
-            pos, off = _compact(out_p, out_i, out_x, c + 1, col_start, cap)
+            pos, off = compact_to_cap(out_p, out_i, out_x, c + 1, col_start, cap)
     if cap >= 0 and off > cap:
-        pos, off = _compact(out_p, out_i, out_x, width, col_start, cap)
+        pos, off = compact_to_cap(out_p, out_i, out_x, width, col_start, cap)
     return out_p, out_i[:pos].copy(), out_x[:pos].copy(), norms, n_updated
 
 
@@ -268,16 +215,6 @@ def _changed_columns(Ap, Ai, Ax, Bp, Bi, Bx):
 # ---------------------------------------------------------------------------------------------
 
 
-def _check_L(L) -> sp.csc_matrix:
-    if not sp.issparse(L) or L.format != "csc":
-        raise TypeError(f"L must be a scipy.sparse CSC matrix; got {type(L).__name__}")
-    if L.shape[0] != L.shape[1]:
-        raise ValueError(f"L must be square; got shape {L.shape}")
-    if not L.has_sorted_indices:
-        L = L.sorted_indices()
-    return L
-
-
 def _as_block(M, n: int, width: int) -> sp.csc_matrix:
     if not sp.issparse(M):
         raise TypeError(f"a block of M must be a scipy sparse matrix; got {type(M).__name__}")
@@ -291,26 +228,16 @@ def _as_block(M, n: int, width: int) -> sp.csc_matrix:
     return M
 
 
-def _csc(indptr, indices, data, shape) -> sp.csc_matrix:
-    idx_dtype = np.int32 if data.shape[0] < np.iinfo(np.int32).max else np.int64
-    out = sp.csc_matrix(
-        (data, indices.astype(idx_dtype, copy=False), indptr.astype(idx_dtype, copy=False)),
-        shape=shape,
-    )
-    out.has_sorted_indices = True
-    return out
-
-
 def initial_block(L, col_start: int, col_stop: int) -> sp.csc_matrix:
     """Columns ``col_start:col_stop`` of ``M₀ = 2I − L`` (one Schulz step from ``I``), float32."""
-    L = _check_L(L)
+    L = check_csc_square(L)
     block = L[:, col_start:col_stop].astype(np.float32)  # a copy
     block.sort_indices()
     block.data = -block.data
     cols = np.repeat(np.arange(col_start, col_stop), np.diff(block.indptr))
     diag = block.indices == cols
     block.data[diag] += np.float32(2.0)  # 2 − L_jj
-    return _csc(block.indptr, block.indices, block.data, block.shape)
+    return csc_from_buffers(block.indptr, block.indices, block.data, block.shape)
 
 
 def umr_update_block(L, M, col_start: int, columns=None, skip_below: float = -1.0,
@@ -343,7 +270,7 @@ def umr_update_block(L, M, col_start: int, columns=None, skip_below: float = -1.
     n_updated : int
         Columns actually changed (not skipped, non-zero residual).
     """
-    L = _check_L(L)
+    L = check_csc_square(L)
     n = L.shape[0]
     width = M.shape[1]
     M = _as_block(M, n, width)
@@ -358,13 +285,13 @@ def umr_update_block(L, M, col_start: int, columns=None, skip_below: float = -1.
     )
     if n_updated == 0:  # nothing changed: the block as it was (the cap only applies to updated blocks)
         return M, norms, 0
-    return _csc(indptr, indices, data, (n, width)), norms, int(n_updated)
+    return csc_from_buffers(indptr, indices, data, (n, width)), norms, int(n_updated)
 
 
 def residual_norms(L, M, col_start: int, columns=None) -> np.ndarray:
     """``‖e_j − L m_j‖₂`` for each column ``j`` of the block (float64), or for the local
     ``columns`` only (in that order). A column's value does not depend on which others are asked."""
-    L = _check_L(L)
+    L = check_csc_square(L)
     n = L.shape[0]
     M = _as_block(M, n, M.shape[1])
     cols = np.arange(M.shape[1], dtype=np.int64) if columns is None else np.asarray(columns, dtype=np.int64)
@@ -393,5 +320,5 @@ def cap_block(M, col_start: int, cap: int | None) -> sp.csc_matrix:
     indptr = M.indptr.astype(np.int64)
     indices = M.indices.astype(np.int32)
     data = M.data.copy()
-    pos, _ = _compact(indptr, indices, data, M.shape[1], int(col_start), int(cap))
-    return _csc(indptr, indices[:pos], data[:pos], M.shape)
+    pos, _ = compact_to_cap(indptr, indices, data, M.shape[1], int(col_start), int(cap))
+    return csc_from_buffers(indptr, indices[:pos], data[:pos], M.shape)

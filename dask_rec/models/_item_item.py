@@ -27,7 +27,7 @@ __all__ = ["run_fit", "gramian_stage", "ItemItemModel", "binarize_rows", "diagon
 def run_fit(data, client, stages):
     """``(stages(source, executor), source, seconds)`` with the client rules of ``SANSA.fit``
     (:func:`dask_rec.cluster.fit_executor`)."""
-    from dask_rec.blocks import as_row_block_source
+    from dask_rec.data.blocks import as_row_block_source
     from dask_rec.cluster import fit_executor
 
     source = as_row_block_source(data)
@@ -56,7 +56,7 @@ def gramian_stage(source, executor, *, binary: bool = False, blocks=None):
     ``blocks``: row-block handles to use (e.g. weighted rows); default: the source's, binarized
     first with ``binary``. The caller releases the returned handles.
     """
-    from dask_rec.gramian import reduce_gramian
+    from dask_rec.stages.gramian import reduce_gramian
 
     n_items = int(source.shape[1])
     if blocks is None:
@@ -122,8 +122,8 @@ class ItemItemModel(Recommender):
         import zarr
 
         from dask_rec import __version__
-        from dask_rec.persistence import item_vocabulary_attrs, write_csr_group
-        from dask_rec.store import atomic_directory
+        from dask_rec.models.persistence import item_vocabulary_attrs, write_csr_group
+        from dask_rec.data.atomic import atomic_directory
 
         if self.similarity_ is None:
             raise ValueError(f"this {type(self).__name__} is not fitted: call fit() first")
@@ -141,7 +141,7 @@ class ItemItemModel(Recommender):
     @classmethod
     def load(cls, path):
         """Load a model written by :meth:`save`, checked (see :mod:`dask_rec.persistence`); no pickle."""
-        from dask_rec.persistence import (config_error, open_member, open_model_root, read_csr_group,
+        from dask_rec.models.persistence import (config_error, open_member, open_model_root, read_csr_group,
                                           read_item_vocabulary)
 
         root, attrs = open_model_root(path, cls.kind)

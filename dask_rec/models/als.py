@@ -173,9 +173,9 @@ class ALS(Recommender):
         and at least :data:`MIN_BLOCKS` of them; item blocks are as many, balanced on the item
         counts. The blocks do not depend on the workers, so neither do the factors.
         """
-        from dask_rec.blocks import as_row_block_source, default_rows_per_block
+        from dask_rec.data.blocks import as_row_block_source, default_rows_per_block
         from dask_rec.cluster import fit_executor
-        from dask_rec.models.popularity import item_counts_of
+        from dask_rec.stages.item_counts import item_counts_of
 
         from .als_fit import run_als
 
@@ -231,7 +231,7 @@ class ALS(Recommender):
 
     def save(self, path, *, overwrite: bool = False) -> str:
         """Zarr directory (atomic): root attrs kind, config, fit report; arrays ``item_factors``, ``user_factors``."""
-        from .popularity import save_arrays
+        from dask_rec.models.persistence import save_arrays
 
         arrays = {"item_factors": self.item_factors_}
         if self.user_factors_ is not None:
@@ -243,7 +243,7 @@ class ALS(Recommender):
         """Load a model written by :meth:`save` (no pickle involved)."""
         from pathlib import Path
 
-        from .popularity import load_arrays
+        from dask_rec.models.persistence import load_arrays
 
         has_users = (Path(path) / "user_factors").exists()
         names = ("item_factors", "user_factors") if has_users else ("item_factors",)

@@ -116,7 +116,7 @@ def _gramian(executor, blocks, key):
 
 
 def _solve_blocks(executor, row_blocks, previous, other_blocks, gramian, config, key):
-    from dask_rec.recommend import task_threads  # 1 on a cluster, all cores in process
+    from dask_rec.stages.user_blocks import task_threads  # 1 on a cluster, all cores in process
 
     return executor.map(_solve, row_blocks, previous, others=list(other_blocks), gramian=gramian,
                         regularization=config.regularization, alpha=config.alpha, solver=config.solver,

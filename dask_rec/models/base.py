@@ -3,7 +3,7 @@
 A model is an estimator with a config (a dataclass), trained by :meth:`Recommender.fit` and
 served through one block-level method, :meth:`Recommender.topk_block`. Everything else
 (:meth:`recommend` for an in-memory batch, :meth:`recommend_users` as user-block tasks on a
-cluster, :func:`dask_rec.evaluation.evaluate`) is written once on top of ``topk_block``.
+cluster, :func:`dask_rec.serving.evaluation.evaluate`) is written once on top of ``topk_block``.
 
 The top-k block contract
 ------------------------
@@ -105,8 +105,8 @@ class Recommender:
 
     def recommend_users(self, histories, k: int = 10, *, exclude_seen: bool = True, output=None, client=None,
                         **kwargs):
-        """Batch top-``k`` for many users as user-block tasks; see :func:`dask_rec.recommend.recommend_users`."""
-        from dask_rec.recommend import recommend_users
+        """Batch top-``k`` for many users as user-block tasks; see :func:`dask_rec.serving.recommend.recommend_users`."""
+        from dask_rec.serving.recommend import recommend_users
 
         kwargs.setdefault("item_vocabulary", self.item_vocabulary)
         return recommend_users(self.scorer(), histories, k=k, exclude_seen=exclude_seen, output=output,

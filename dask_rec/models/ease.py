@@ -21,7 +21,7 @@ from dask_rec.kernels.scoring import topk_block
 
 from ._item_item import gramian_stage, run_fit
 from .base import Recommender
-from .popularity import load_arrays, save_arrays
+from dask_rec.models.persistence import load_arrays, save_arrays
 
 __all__ = ["EASEConfig", "EASE", "SCORE_ROWS"]
 

@@ -8,35 +8,19 @@ never recommended (it has no score), so a user may get fewer than ``k`` items (p
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
-import scipy.sparse as sp
 
+from dask_rec.stages.item_counts import item_counts_of
+from dask_rec.models.persistence import load_arrays, save_arrays
+from dask_rec.kernels.gramian import sum_arrays
 from dask_rec.kernels.scoring import popularity_order, popularity_topk_block
 
 from .base import Recommender
 
 __all__ = ["PopRecConfig", "PopRec", "RandomRecConfig", "RandomRec", "WilsonConfig", "Wilson",
-           "UserPopRecConfig", "UserPopRec", "item_counts_of"]
-
-
-def item_counts_of(data) -> tuple[np.ndarray, object]:
-    """``(counts int64 per item, item vocabulary or None)`` of a matrix, a store or a store path."""
-    import os
-
-    if isinstance(data, (str, os.PathLike)):
-        from dask_rec.store import open_store
-
-        data = open_store(data)
-    if hasattr(data, "read_block") and hasattr(data, "item_counts"):
-        return np.asarray(data.item_counts, dtype=np.int64), data.item_vocabulary
-    from dask_rec.validation import check_interactions
-
-    X = sp.csr_matrix(check_interactions(data, "data"))
-    X.eliminate_zeros()
-    return np.bincount(X.indices, minlength=X.shape[1]).astype(np.int64), None
+           "UserPopRecConfig", "UserPopRec"]
 
 
 @dataclass(frozen=True)
@@ -104,7 +88,7 @@ class PopRec(Recommender):
     @classmethod
     def load(cls, path) -> "PopRec":
         """Load a model written by :meth:`save` (no pickle involved)."""
-        from dask_rec.persistence import config_error
+        from dask_rec.models.persistence import config_error
 
         attrs, arrays, vocabulary = load_arrays(path, cls.kind)
         try:
@@ -267,55 +251,7 @@ def run_on_row_blocks(data, client, fn, **kwargs) -> dict:
 
     def run(source, executor):
         parts = executor.map(fn, source.block_handles(executor), key="item-scores", **kwargs)
-        return executor.gather(executor.tree_reduce(_sum_arrays, parts, key="item-scores-sum"))
+        return executor.gather(executor.tree_reduce(sum_arrays, parts, key="item-scores-sum"))
 
     total, source, _ = run_fit(data, client, run)
     return {"sum": total, "vocabulary": source.item_vocabulary}
-
-
-def _sum_arrays(parts):
-    return np.sum(parts, axis=0)
-
-
-def save_arrays(model, path, arrays: dict, *, overwrite: bool = False) -> str:
-    """Write ``model``'s kind, config (a dataclass, as JSON) and dense ``arrays`` to a Zarr directory."""
-    import zarr
-
-    from dask_rec import __version__
-    from dask_rec.persistence import item_vocabulary_attrs, write_array
-    from dask_rec.store import atomic_directory
-
-    if any(v is None for v in arrays.values()):
-        raise ValueError(f"this {type(model).__name__} is not fitted: call fit() first")
-    with atomic_directory(path, overwrite, marker="zarr.json") as tmp:
-        root = zarr.open_group(str(tmp), mode="w", zarr_format=3)
-        root.attrs.update({
-            "format_version": 1, "kind": model.kind, "dask_rec_version": __version__,
-            "config": json.loads(json.dumps(asdict(model.config))), "n_items": int(model.n_items),
-            "fit_report": json.loads(json.dumps(model.fit_report_, default=str)),
-            **item_vocabulary_attrs(model),
-        })
-        for name, values in arrays.items():
-            write_array(root, name, np.asarray(values))
-        if model.item_vocabulary is not None:
-            model.item_vocabulary.save(tmp / "items.parquet")
-    return str(path)
-
-
-def load_arrays(path, kind: str, names=("item_counts",)):
-    """``(root attrs, {name: array}, item vocabulary or None)`` of a directory written by :func:`save_arrays`.
-
-    Checked as :mod:`dask_rec.persistence` describes: one-line errors naming the damaged file.
-    """
-    from dask_rec.persistence import open_model_root, read_array, read_item_vocabulary
-
-    root, attrs = open_model_root(path, kind)
-    arrays = {name: read_array(root, name) for name in names}
-    n_items = attrs.get("n_items")
-    for name, values in arrays.items():
-        if isinstance(n_items, int) and values.ndim == 1 and values.shape[0] != n_items:
-            from dask_rec.exceptions import ModelFileError
-
-            raise ModelFileError(f"{path}/{name}: {values.shape[0]} values for a model of {n_items} items")
-    vocabulary = read_item_vocabulary(path, n_items if isinstance(n_items, int) else None, attrs)
-    return attrs, arrays, vocabulary

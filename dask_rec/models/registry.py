@@ -72,7 +72,7 @@ class ModelEntry:
 
 
 _BUILTIN = (
-    ModelEntry("sansa", "dask_rec.model:SANSA", "dask_rec.SANSA",
+    ModelEntry("sansa", "dask_rec.models.sansa.model:SANSA", "dask_rec.SANSA",
                "dask_rec.cli._model_options:add_model_arguments", "dask_rec.cli._model_options:config_from_args"),
     ModelEntry("pop", "dask_rec.models.popularity:PopRec", "dask_rec.PopRec"),
     ModelEntry("random", "dask_rec.models.popularity:RandomRec", "dask_rec.RandomRec",
@@ -123,7 +123,7 @@ def get(name: str) -> ModelEntry:
 
 def load_model_directory(path):
     """Load any saved dask_rec model, dispatching on its root attr ``kind``."""
-    from dask_rec.persistence import open_model_root
+    from dask_rec.models.persistence import open_model_root
 
     kind = open_model_root(path)[1].get("kind")
     for entry in MODELS.values():

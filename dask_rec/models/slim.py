@@ -21,6 +21,7 @@ import scipy.sparse as sp
 
 from dask_rec.kernels.neighbors import gramian_columns
 from dask_rec.kernels.slim import slim_columns
+from dask_rec.validation import check_int
 
 from ._item_item import ItemItemModel, gramian_stage, run_fit
 
@@ -55,9 +56,7 @@ class SLIMConfig:
         if not (np.isfinite(self.tol) and self.tol > 0):
             raise ValueError(f"tol must be a number > 0; got {self.tol!r}")
         for name, low in (("max_iter", 1), ("topk", 0), ("columns_per_task", 1)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-                raise ValueError(f"{name} must be an integer >= {low}; got {value!r}")
+            check_int(getattr(self, name), name, low)
 
 
 def _join_columns(blocks, starts) -> sp.csc_matrix:
