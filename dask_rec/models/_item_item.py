@@ -10,7 +10,6 @@ depends on their sparse item-item matrix ``S`` (``n_items × n_items``): scores 
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict
 
@@ -122,8 +121,9 @@ class ItemItemModel(Recommender):
         import zarr
 
         from dask_rec import __version__
-        from dask_rec.models.persistence import item_vocabulary_attrs, write_csr_group
         from dask_rec.data.atomic import atomic_directory
+        from dask_rec.jsonable import to_jsonable
+        from dask_rec.models.persistence import item_vocabulary_attrs, write_csr_group
 
         if self.similarity_ is None:
             raise ValueError(f"this {type(self).__name__} is not fitted: call fit() first")
@@ -131,7 +131,7 @@ class ItemItemModel(Recommender):
             root = zarr.open_group(str(tmp), mode="w", zarr_format=3)
             root.attrs.update({"format_version": 1, "kind": self.kind, "dask_rec_version": __version__,
                                "config": asdict(self.config), "n_items": self.n_items,
-                               "fit_report": json.loads(json.dumps(self.fit_report_, default=str)),
+                               "fit_report": to_jsonable(self.fit_report_),
                                **item_vocabulary_attrs(self)})
             write_csr_group(root, "S", self.similarity_)
             if self.item_vocabulary is not None:
@@ -140,7 +140,7 @@ class ItemItemModel(Recommender):
 
     @classmethod
     def load(cls, path):
-        """Load a model written by :meth:`save`, checked (see :mod:`dask_rec.persistence`); no pickle."""
+        """Load a model written by :meth:`save`, checked (see :mod:`dask_rec.models.persistence`); no pickle."""
         from dask_rec.models.persistence import (config_error, open_member, open_model_root, read_csr_group,
                                           read_item_vocabulary)
 

@@ -2,7 +2,7 @@
 
 Data layout
 -----------
-The users x items matrix comes as row blocks (:mod:`dask_rec.blocks`; a store's blocks are read
+The users x items matrix comes as row blocks (:mod:`dask_rec.data.blocks`; a store's blocks are read
 by the tasks). The item-major copy is built once on the workers and kept there for the fit: each
 user block is split by item block (one task per user block), and one task per item block stacks
 its pieces side by side (users in order), giving the rows ``X[:, a:b].T`` of that item block.

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from dask_rec.kernels.gramian import sum_arrays
 from dask_rec.kernels.neighbors import (balanced_ranges, bm25_length_norm, item_column_costs, item_square_sums,
                                        item_value_sums, neighbours_block, neighbours_from_rows, weight_rows)
 
@@ -66,10 +67,6 @@ class ItemKNNConfig:
             raise ValueError(f"B must be in [0, 1]; got {self.B!r}")
 
 
-def _sum_arrays(parts):
-    return np.sum(parts, axis=0)
-
-
 class ItemKNN(ItemItemModel):
     """Item-based nearest neighbours (cosine, Jaccard, tf-idf or BM25 on the Gramian, with shrinkage).
 
@@ -100,7 +97,7 @@ class ItemKNN(ItemItemModel):
         if weighting is not None:  # weighted rows block by block (bm25 needs the item sums first)
             norm = None
             if weighting == "bm25":
-                sums = executor.tree_reduce(_sum_arrays, executor.map(item_value_sums, blocks, key="knn-item-sums"),
+                sums = executor.tree_reduce(sum_arrays, executor.map(item_value_sums, blocks, key="knn-item-sums"),
                                             key="knn-item-sums-sum")
                 norm = bm25_length_norm(executor.gather(sums), c.B)
             weighted = executor.map(weight_rows, blocks, scheme=weighting, length_norm=norm, K1=c.K1,
@@ -119,10 +116,10 @@ class ItemKNN(ItemItemModel):
     def _from_rows(self, source, executor, blocks, similarity) -> sp.csr_matrix:
         c = self.config
         n_items = int(source.shape[1])
-        diagonal = executor.gather(executor.tree_reduce(_sum_arrays, executor.map(item_square_sums, blocks,
+        diagonal = executor.gather(executor.tree_reduce(sum_arrays, executor.map(item_square_sums, blocks,
                                                                                   key="knn-diagonal"),
                                                         key="knn-diagonal-sum"))
-        costs = executor.gather(executor.tree_reduce(_sum_arrays, executor.map(item_column_costs, blocks,
+        costs = executor.gather(executor.tree_reduce(sum_arrays, executor.map(item_column_costs, blocks,
                                                                                key="knn-costs"),
                                                      key="knn-costs-sum"))
         X_rows = executor.submit(stack_float64_rows, *blocks, key="knn-rows")
