@@ -25,9 +25,10 @@ import numpy as np
 import scipy.sparse as sp
 from numba import njit
 
+from .item_columns import top_k_from_rows
+
 __all__ = ["SIMILARITIES", "neighbours_block", "neighbours_block_naive", "neighbours_from_rows", "gramian_columns",
-           "weight_rows", "item_value_sums", "item_square_sums", "item_column_costs", "balanced_ranges",
-           "bm25_length_norm", "stack_rows"]
+           "weight_rows", "item_value_sums", "item_square_sums", "bm25_length_norm", "stack_rows"]
 
 SIMILARITIES = ("cosine", "jaccard", "dot")
 
@@ -43,27 +44,6 @@ def item_square_sums(X_block) -> np.ndarray:
     X = sp.csr_matrix(X_block)
     data = X.data.astype(np.float64)
     return np.bincount(X.indices, weights=data * data, minlength=X.shape[1])
-
-
-def item_column_costs(X_block) -> np.ndarray:
-    """``Σ_{u ∋ j} n_u`` per item ``j`` over a CSR block (float64): the entries
-    :func:`neighbours_from_rows` visits to accumulate ``G[:, j]``, for balancing its ranges."""
-    X = sp.csr_matrix(X_block)
-    n_u = np.diff(X.indptr).astype(np.float64)
-    return np.bincount(X.indices, weights=np.repeat(n_u, np.diff(X.indptr)), minlength=X.shape[1])
-
-
-def balanced_ranges(costs, n_ranges: int) -> np.ndarray:
-    """Bounds of at most ``n_ranges`` consecutive item ranges of about equal total ``costs``."""
-    costs = np.asarray(costs, dtype=np.float64)
-    n = costs.size
-    n_ranges = max(1, min(int(n_ranges), n))
-    cum = np.cumsum(costs)
-    total = cum[-1] if n else 0.0
-    if total <= 0:
-        return np.unique(np.linspace(0, n, n_ranges + 1).astype(np.int64))
-    cuts = np.searchsorted(cum, total * np.arange(1, n_ranges) / n_ranges, side="right")
-    return np.unique(np.r_[0, cuts, n]).astype(np.int64)
 
 
 def bm25_length_norm(item_sums, B: float) -> np.ndarray:
@@ -239,120 +219,13 @@ def neighbours_block_naive(gramian_block, col_start: int, diagonal, k: int, simi
     return stack_rows(cols, vals, n_items)
 
 
-@njit(inline="always")
-def _worse(v, i, w, j):
-    """Whether candidate ``(v, i)`` ranks below ``(w, j)``: a lower value, or equal and a higher index."""
-    return v < w or (v == w and i > j)
-
-
-@njit
-def _keep_best(vals, idx, n, k):
-    """Reorder ``vals[:n], idx[:n]`` so that the ``k`` best (value, then lower index) come first,
-    in no particular order (quickselect with a median-of-three pivot); returns the k-th best."""
-    lo, hi = 0, n - 1
-    while True:
-        if hi - lo < 2:
-            if hi > lo and _worse(vals[lo], idx[lo], vals[hi], idx[hi]):
-                vals[lo], vals[hi] = vals[hi], vals[lo]
-                idx[lo], idx[hi] = idx[hi], idx[lo]
-            return vals[k - 1], idx[k - 1]
-        mid = (lo + hi) // 2  # median of three to the middle, best first
-        if _worse(vals[lo], idx[lo], vals[mid], idx[mid]):
-            vals[lo], vals[mid] = vals[mid], vals[lo]
-            idx[lo], idx[mid] = idx[mid], idx[lo]
-        if _worse(vals[lo], idx[lo], vals[hi], idx[hi]):
-            vals[lo], vals[hi] = vals[hi], vals[lo]
-            idx[lo], idx[hi] = idx[hi], idx[lo]
-        if _worse(vals[mid], idx[mid], vals[hi], idx[hi]):
-            vals[mid], vals[hi] = vals[hi], vals[mid]
-            idx[mid], idx[hi] = idx[hi], idx[mid]
-        pv, pi = vals[mid], idx[mid]
-        a, b = lo, hi
-        while a <= b:  # Hoare partition: better than the pivot to the left
-            while _worse(pv, pi, vals[a], idx[a]):
-                a += 1
-            while _worse(vals[b], idx[b], pv, pi):
-                b -= 1
-            if a <= b:
-                vals[a], vals[b] = vals[b], vals[a]
-                idx[a], idx[b] = idx[b], idx[a]
-                a += 1
-                b -= 1
-        if k - 1 <= b:
-            hi = b
-        elif k - 1 >= a:
-            lo = a
-        else:
-            return vals[k - 1], idx[k - 1]
-
-
-@njit(nogil=True, cache=True)
-def _fused_kernel(r_ptr, r_ind, r_val, c_ptr, c_ind, c_val, col_start, col_stop, diag, k, mode, shrinkage,
-                  out_ptr, out_ind, out_val):
-    n_items = diag.shape[0]
-    norms = np.sqrt(diag)
-    acc = np.zeros(n_items)
-    seen = np.zeros(n_items, np.bool_)
-    touched = np.empty(n_items, np.int64)
-    buf_v = np.empty(2 * k)
-    buf_i = np.empty(2 * k, np.int64)
-    nnz = 0
-    for j in range(col_start, col_stop):
-        m = 0
-        for p in range(c_ptr[j], c_ptr[j + 1]):  # G[:, j] = Σ_u x_uj · X[u, :], over the users of j
-            u = c_ind[p]
-            x_uj = c_val[p]
-            for q in range(r_ptr[u], r_ptr[u + 1]):
-                i = r_ind[q]
-                if not seen[i]:
-                    seen[i] = True
-                    touched[m] = i
-                    m += 1
-                acc[i] += x_uj * r_val[q]
-        # the k best (value, then lower index) through a buffer of 2k: when it is full, its k best
-        # are kept and the k-th of them becomes the bar a new candidate must pass
-        size = 0
-        bar_v, bar_i = -np.inf, n_items
-        for t in range(m):
-            i = touched[t]
-            g = acc[i]
-            acc[i] = 0.0
-            seen[i] = False
-            if mode == 0:
-                denom = norms[i] * norms[j] + shrinkage
-            elif mode == 1:
-                denom = diag[i] + diag[j] - g + shrinkage
-            else:
-                denom = 1.0 + shrinkage
-            sim = g / denom if denom > 0 else 0.0
-            if sim == 0 or sim < bar_v or (sim == bar_v and i > bar_i):
-                continue
-            if size == 2 * k:
-                bar_v, bar_i = _keep_best(buf_v, buf_i, size, k)
-                size = k
-                if sim < bar_v or (sim == bar_v and i > bar_i):
-                    continue
-            buf_v[size] = sim
-            buf_i[size] = i
-            size += 1
-        if size > k:
-            _keep_best(buf_v, buf_i, size, k)
-            size = k
-        for t in range(size):  # in no particular order: the caller sorts each row's indices
-            out_ind[nnz + t] = buf_i[t]
-            out_val[nnz + t] = buf_v[t]
-        nnz += size
-        out_ptr[j - col_start + 1] = nnz
-    return nnz
-
-
 def neighbours_from_rows(X_rows, X_cols, col_start: int, col_stop: int, diagonal, k: int,
                          similarity: str = "cosine", shrinkage: float = 0.0) -> sp.csr_matrix:
     """Rows ``col_start:col_stop`` of the neighbour matrix S, straight from the interactions.
 
     Each Gramian column ``G[:, j] = Σ_u x_uj · X[u, :]`` is accumulated in a dense array from the
-    users of item ``j`` and reduced at once to its ``k`` best similarities (a buffer of ``2k``),
-    so the Gramian is never stored: the same result as :func:`neighbours_block` on the Gramian's
+    users of item ``j`` and reduced at once to its ``k`` best similarities
+    (:func:`dask_rec.kernels.item_columns.top_k_from_rows`), so the Gramian is never stored: the same result as :func:`neighbours_block` on the Gramian's
     column block (up to the order of float64 summation), in a fraction of the time and memory.
 
     Parameters
@@ -374,18 +247,4 @@ def neighbours_from_rows(X_rows, X_cols, col_start: int, col_stop: int, diagonal
     """
     if similarity not in SIMILARITIES:
         raise ValueError(f"similarity must be one of {SIMILARITIES}; got {similarity!r}")
-    R = sp.csr_matrix(X_rows)
-    C = sp.csc_matrix(X_cols)
-    n_items = R.shape[1]
-    width = int(col_stop) - int(col_start)
-    out_ptr = np.zeros(width + 1, np.int64)
-    out_ind = np.empty(width * int(min(k, n_items)), np.int64)
-    out_val = np.empty(out_ind.size, np.float64)
-    nnz = _fused_kernel(R.indptr, R.indices, R.data.astype(np.float64, copy=False), C.indptr, C.indices,
-                        C.data.astype(np.float64, copy=False), int(col_start), int(col_stop),
-                        np.asarray(diagonal, dtype=np.float64), int(k), _MODES[similarity], float(shrinkage),
-                        out_ptr, out_ind, out_val)
-    S = sp.csr_matrix((out_val[:nnz].astype(np.float32), out_ind[:nnz], out_ptr), shape=(width, n_items))
-    S.has_sorted_indices = False
-    S.sort_indices()  # the kernel writes each row's entries unordered
-    return S
+    return top_k_from_rows(X_rows, X_cols, col_start, col_stop, diagonal, k, similarity, shrinkage=shrinkage)

@@ -3,7 +3,8 @@
 :func:`run_fit` applies the client rules of ``SANSA.fit`` (an explicit client, the current one,
 a LocalCluster for a store, else in process) and times the stages. :func:`gramian_stage` reduces
 the Gramian of the (optionally binarized) row blocks into column-block handles, with its
-diagonal. :class:`ItemItemModel` is the part of ItemKNN, SLIM and AssociationRules that only
+diagonal; :func:`top_k_from_rows_stage` builds a top-k item-item matrix without storing the
+Gramian, when :func:`rows_route_fits` says one task may hold X twice. :class:`ItemItemModel` is the part of ItemKNN, SLIM and AssociationRules that only
 depends on their sparse item-item matrix ``S`` (``n_items × n_items``): scores ``x · S``,
 ``similar_items`` (rows of S) and save/load of S as an anndata-style CSR group (no pickle).
 """
@@ -20,7 +21,8 @@ from dask_rec.kernels.scoring import recommend_block, similar_items_block
 
 from .base import Recommender
 
-__all__ = ["run_fit", "gramian_stage", "ItemItemModel", "binarize_rows", "diagonal_segment"]
+__all__ = ["run_fit", "gramian_stage", "top_k_from_rows_stage", "rows_route_fits", "ItemItemModel", "binarize_rows",
+           "diagonal_segment"]
 
 
 def run_fit(data, client, stages):
@@ -69,6 +71,67 @@ def gramian_stage(source, executor, *, binary: bool = False, blocks=None):
     handles = [h for _, _, h in gramian]
     diagonal = np.concatenate(executor.gather(executor.map(diagonal_segment, handles, starts, key="gramian-diag")))
     return starts, handles, diagonal, blocks
+
+
+def top_k_from_rows_stage(source, executor, blocks, k: int, mode: str, **params) -> sp.csr_matrix:
+    """The route from the rows: an item-item matrix of ``k`` values per row, Gramian never stored.
+
+    One task stacks the row blocks (``blocks``, released here) into X, another converts it to
+    CSC, and one task per item range (balanced by the work of their Gramian columns) runs
+    :func:`dask_rec.kernels.item_columns.top_k_from_rows` with ``mode`` and ``params``.
+    """
+    from dask_rec.kernels.gramian import sum_arrays
+    from dask_rec.kernels.item_columns import balanced_ranges, item_column_costs, top_k_from_rows
+    from dask_rec.kernels.neighbors import item_square_sums
+
+    def reduced(fn, key):
+        return executor.gather(executor.tree_reduce(sum_arrays, executor.map(fn, blocks, key=key), key=f"{key}-sum"))
+
+    diagonal = reduced(item_square_sums, "item-diagonal")
+    bounds = balanced_ranges(reduced(item_column_costs, "item-costs"), item_ranges(executor, int(source.shape[1])))
+    X_rows = executor.submit(stack_float64_rows, *blocks, key="item-rows")
+    executor.release(*blocks)
+    X_cols = executor.submit(to_csc, X_rows, key="item-columns")
+    n = len(bounds) - 1
+    parts = executor.map(top_k_from_rows, [X_rows] * n, [X_cols] * n, bounds[:-1], bounds[1:], diagonal=diagonal,
+                         k=k, mode=mode, key="item-top-k", **params)
+    S = sp.vstack(executor.gather(parts), format="csr")
+    executor.release(*parts, X_rows, X_cols)
+    return S
+
+
+def stack_float64_rows(*blocks) -> sp.csr_matrix:
+    """The row blocks stacked into one CSR matrix with float64 values (what the kernel sums in)."""
+    return sp.vstack([sp.csr_matrix(b, dtype=np.float64) for b in blocks], format="csr")
+
+
+def to_csc(X) -> sp.csc_matrix:
+    return sp.csc_matrix(X)
+
+
+def rows_route_bytes(nnz: int, n_users: int, n_items: int, k: int, width: int) -> int:
+    """Bytes a task of the route from the rows holds: X in CSR and CSC (float64 values, int32
+    indices), the dense accumulator of one column and the output rows of ``width`` items."""
+    return 2 * 12 * int(nnz) + 8 * (int(n_users) + 2 * int(n_items)) + 17 * int(n_items) + 16 * int(k) * int(width)
+
+
+def item_ranges(executor, n_items: int) -> int:
+    """Item ranges of the route from the rows: one in process, else four per worker thread."""
+    client = executor.client
+    if client is None:
+        return 1
+    threads = sum(w.get("nthreads", 1) for w in client.scheduler_info().get("workers", {}).values())
+    return max(1, min(n_items, 4 * max(1, threads)))
+
+
+def rows_route_fits(source, executor, k: int) -> bool:
+    """Whether one task may hold the whole interaction matrix twice (see :func:`rows_route_bytes`)."""
+    from dask_rec.memory_plan import memory_limits, task_budget
+
+    n_users, n_items = (int(n) for n in source.shape)
+    need = rows_route_bytes(source.nnz, n_users, n_items, k, n_items)
+    budget = task_budget(memory_limits(executor))
+    return budget == 0 or need <= budget
 
 
 class ItemItemModel(Recommender):

@@ -24,10 +24,10 @@ import numpy as np
 import scipy.sparse as sp
 
 from dask_rec.kernels.gramian import sum_arrays
-from dask_rec.kernels.neighbors import (balanced_ranges, bm25_length_norm, item_column_costs, item_square_sums,
-                                       item_value_sums, neighbours_block, neighbours_from_rows, weight_rows)
+from dask_rec.kernels.neighbors import bm25_length_norm, item_value_sums, neighbours_block, weight_rows
 
-from ._item_item import ItemItemModel, gramian_stage, run_fit
+from . import _item_item
+from ._item_item import ItemItemModel, gramian_stage, run_fit, top_k_from_rows_stage
 
 __all__ = ["ItemKNNConfig", "ItemKNN"]
 
@@ -104,65 +104,11 @@ class ItemKNN(ItemItemModel):
                                     key="knn-weight-rows")
             executor.release(*blocks)
             blocks = weighted
-        if rows_route_fits(source, executor, c.k):
-            return self._from_rows(source, executor, blocks, similarity)
+        if _item_item.rows_route_fits(source, executor, c.k):
+            return top_k_from_rows_stage(source, executor, blocks, c.k, similarity, shrinkage=c.shrinkage)
         starts, handles, diagonal, blocks = gramian_stage(source, executor, blocks=blocks)
         rows = executor.map(neighbours_block, handles, starts, diagonal=diagonal, k=c.k, similarity=similarity,
                             shrinkage=c.shrinkage, key="knn-neighbours")
         S = sp.vstack(executor.gather(rows), format="csr")
         executor.release(*rows, *handles, *blocks)
         return S
-
-    def _from_rows(self, source, executor, blocks, similarity) -> sp.csr_matrix:
-        c = self.config
-        n_items = int(source.shape[1])
-        diagonal = executor.gather(executor.tree_reduce(sum_arrays, executor.map(item_square_sums, blocks,
-                                                                                  key="knn-diagonal"),
-                                                        key="knn-diagonal-sum"))
-        costs = executor.gather(executor.tree_reduce(sum_arrays, executor.map(item_column_costs, blocks,
-                                                                               key="knn-costs"),
-                                                     key="knn-costs-sum"))
-        X_rows = executor.submit(stack_float64_rows, *blocks, key="knn-rows")
-        executor.release(*blocks)
-        X_cols = executor.submit(to_csc, X_rows, key="knn-columns")
-        bounds = balanced_ranges(costs, item_ranges(executor, n_items))
-        parts = executor.map(neighbours_from_rows, [X_rows] * (len(bounds) - 1), [X_cols] * (len(bounds) - 1),
-                             bounds[:-1], bounds[1:], diagonal=diagonal, k=c.k, similarity=similarity,
-                             shrinkage=c.shrinkage, key="knn-neighbours")
-        S = sp.vstack(executor.gather(parts), format="csr")
-        executor.release(*parts, X_rows, X_cols)
-        return S
-
-
-def stack_float64_rows(*blocks) -> sp.csr_matrix:
-    """The row blocks stacked into one CSR matrix with float64 values (what the kernel sums in)."""
-    return sp.vstack([sp.csr_matrix(b, dtype=np.float64) for b in blocks], format="csr")
-
-
-def to_csc(X) -> sp.csc_matrix:
-    return sp.csc_matrix(X)
-
-
-def rows_route_bytes(nnz: int, n_users: int, n_items: int, k: int, width: int) -> int:
-    """Bytes a task of the route from the rows holds: X in CSR and CSC (float64 values, int32
-    indices), the dense accumulator of one column and the output rows of ``width`` items."""
-    return 2 * 12 * int(nnz) + 8 * (int(n_users) + 2 * int(n_items)) + 17 * int(n_items) + 16 * int(k) * int(width)
-
-
-def item_ranges(executor, n_items: int) -> int:
-    """Item ranges of the route from the rows: one in process, else four per worker thread."""
-    client = executor.client
-    if client is None:
-        return 1
-    threads = sum(w.get("nthreads", 1) for w in client.scheduler_info().get("workers", {}).values())
-    return max(1, min(n_items, 4 * max(1, threads)))
-
-
-def rows_route_fits(source, executor, k: int) -> bool:
-    """Whether one task may hold the whole interaction matrix twice (see :func:`rows_route_bytes`)."""
-    from dask_rec.memory_plan import memory_limits, task_budget
-
-    n_users, n_items = (int(n) for n in source.shape)
-    need = rows_route_bytes(source.nnz, n_users, n_items, k, n_items)
-    budget = task_budget(memory_limits(executor))
-    return budget == 0 or need <= budget

@@ -1,9 +1,12 @@
 """AssociationRules: item-to-item rules (support, confidence, lift), top-k per antecedent item.
 
-Stages: row blocks → binarized (a user either has an item or not) → ``reduce_gramian``: the
+Stages: row blocks → binarized (a user either has an item or not) → when X fits in one task's
+memory (twice), the route from the rows of ItemKNN
+(:func:`~dask_rec.models._item_item.top_k_from_rows_stage`: each antecedent's co-occurrence counts
+accumulated and cut to its ``k`` best rules at once); otherwise ``reduce_gramian``: the
 co-occurrence counts ``c_ij`` in column blocks, whose diagonal is the item counts ``c_i`` → one
 task per column block builds the rules of its antecedent items
-(:func:`dask_rec.kernels.rules.rules_block`) → the rows are stacked into the sparse rule matrix R.
+(:func:`dask_rec.kernels.rules.rules_block`). The rows are stacked into the sparse rule matrix R.
 
 A user's score for item ``j`` is the sum of the metric over the rules ``i → j`` whose antecedent
 ``i`` the user has: ``score_j = Σ_{i ∈ user} R_ij`` (for ``confidence``, the expected number of
@@ -19,7 +22,8 @@ import scipy.sparse as sp
 
 from dask_rec.kernels.rules import METRICS, rules_block
 
-from ._item_item import ItemItemModel, gramian_stage, run_fit
+from . import _item_item
+from ._item_item import ItemItemModel, binarize_rows, gramian_stage, run_fit, top_k_from_rows_stage
 
 __all__ = ["AssociationRulesConfig", "AssociationRules"]
 
@@ -70,6 +74,12 @@ class AssociationRules(ItemItemModel):
 
     def _fit_stages(self, source, executor):
         c = self.config
+        if _item_item.rows_route_fits(source, executor, c.k):
+            blocks = source.block_handles(executor)
+            ones = executor.map(binarize_rows, blocks, key="binarize-rows")
+            executor.release(*blocks)
+            return top_k_from_rows_stage(source, executor, ones, c.k, c.metric, n_users=int(source.shape[0]),
+                                         min_support=c.min_support, min_confidence=c.min_confidence)
         starts, handles, counts, blocks = gramian_stage(source, executor, binary=True)
         executor.release(*blocks)
         rows = executor.map(rules_block, handles, starts, item_counts=counts, n_users=int(source.shape[0]), k=c.k,

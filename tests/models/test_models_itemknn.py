@@ -42,14 +42,6 @@ def _dense_oracle(X, k, similarity, shrinkage):
     return out
 
 
-@pytest.fixture(params=["rows", "gramian"])
-def route(request, monkeypatch):
-    """Both fit routes: from the rows (the default when X fits a task) and from the Gramian."""
-    if request.param == "gramian":
-        monkeypatch.setattr("dask_rec.models.itemknn.rows_route_fits", lambda *args: False)
-    return request.param
-
-
 @pytest.mark.parametrize("similarity,shrinkage", [("cosine", 0.0), ("cosine", 3.0), ("jaccard", 0.0)])
 def test_neighbours_equal_dense_oracle_over_column_blocks(similarity, shrinkage, route):
     import dask
@@ -151,7 +143,7 @@ def test_neighbours_from_rows_equal_the_gramian_route(similarity, shrinkage, k, 
 
 
 def test_balanced_ranges_split_the_work_evenly():
-    from dask_rec.kernels.neighbors import balanced_ranges, item_column_costs
+    from dask_rec.kernels.item_columns import balanced_ranges, item_column_costs
 
     X = sp.csr_matrix(np.array([[1, 1, 0, 0], [1, 0, 1, 1], [0, 0, 0, 1]], dtype=np.float32))
     # item j visits the rows of its users: n_u = 2, 3, 1
@@ -170,6 +162,6 @@ def test_fit_from_rows_splits_items_over_the_cluster_threads():
     with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster, \
             Client(cluster) as client, get_task_stream(client) as stream:
         model = ItemKNN(ItemKNNConfig(k=4)).fit(X, client=client)
-    keys = [t["key"] for t in stream.data if str(t["key"]).startswith("knn-neighbours")]
+    keys = [t["key"] for t in stream.data if str(t["key"]).startswith("item-top-k")]
     assert len(keys) == 8
     np.testing.assert_allclose(model.similarity_.toarray(), ItemKNN(ItemKNNConfig(k=4)).fit(X).similarity_.toarray())

@@ -35,12 +35,12 @@ SUPPORT = np.array([[0, 3, 2, 1], [3, 0, 1, 2], [2, 1, 0, 0], [1, 2, 0, 0]]) / 5
 
 
 @pytest.mark.parametrize("metric,expected", [("confidence", CONFIDENCE), ("lift", LIFT), ("support", SUPPORT)])
-def test_rules_equal_hand_computed_values(metric, expected):
+def test_rules_equal_hand_computed_values(metric, expected, route):
     R = AssociationRules(AssociationRulesConfig(metric=metric)).fit(transactions(values=True)).similarity_
     np.testing.assert_allclose(R.toarray(), expected, rtol=1e-6)
 
 
-def test_thresholds_and_top_k_by_hand():
+def test_thresholds_and_top_k_by_hand(route):
     R = AssociationRules(AssociationRulesConfig(min_support=0.4, min_confidence=0.6)).fit(transactions()).similarity_
     # support >= 0.4 means c_ij >= 2; confidence >= 0.6 then keeps 0->1 (0.75), 1->0 (0.75), 2->0 (1), 3->1 (1)
     expected = np.zeros((4, 4))
@@ -70,7 +70,7 @@ class TestAssociationRulesLift(RecommenderConformance):
         return AssociationRules(AssociationRulesConfig(k=4, metric="lift", min_support=0.02))
 
 
-def test_fit_on_a_store_in_a_cluster_equals_in_process(tmp_path):
+def test_fit_on_a_store_in_a_cluster_equals_in_process(tmp_path, route):
     import dask
 
     from dask_rec.data.store_writer import write_store
@@ -89,3 +89,24 @@ def test_fit_on_a_store_in_a_cluster_equals_in_process(tmp_path):
 def test_config_errors_name_the_parameter(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
         AssociationRulesConfig(**bad)
+
+
+@pytest.mark.parametrize("metric", ["confidence", "lift", "support"])
+@pytest.mark.parametrize("min_support,min_confidence,k", [(0.0, 0.0, 4), (0.05, 0.3, 2), (0.0, 0.0, 40)])
+def test_rules_from_rows_equal_rules_from_the_gramian(metric, min_support, min_confidence, k):
+    """The kernel of the route from the rows against rules_block on the binary Gramian, item
+    range by item range (binary data: many ties, broken by the lower item index)."""
+    from dask_rec.kernels.gramian import block_gramian
+    from dask_rec.kernels.item_columns import top_k_from_rows
+    from dask_rec.kernels.rules import rules_block
+
+    X = small_interactions(8, n_users=90, n_items=30, density=0.2)
+    counts = np.asarray((X > 0).sum(axis=0)).ravel().astype(np.float64)
+    C = X.tocsc()
+    for start, stop in ((0, 30), (4, 17)):
+        got = top_k_from_rows(X, C, start, stop, counts, k, metric, n_users=90, min_support=min_support,
+                              min_confidence=min_confidence)
+        want = rules_block(block_gramian(X, start, stop), start, counts, 90, k, metric, min_support, min_confidence)
+        np.testing.assert_array_equal(got.indptr, want.indptr)
+        np.testing.assert_array_equal(got.indices, want.indices)
+        np.testing.assert_array_equal(got.data, want.data)
