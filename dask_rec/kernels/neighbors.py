@@ -224,26 +224,11 @@ def neighbours_from_rows(X_rows, X_cols, col_start: int, col_stop: int, diagonal
     """Rows ``col_start:col_stop`` of the neighbour matrix S, straight from the interactions.
 
     Each Gramian column ``G[:, j] = Σ_u x_uj · X[u, :]`` is accumulated in a dense array from the
-    users of item ``j`` and reduced at once to its ``k`` best similarities
-    (:func:`dask_rec.kernels.item_columns.top_k_from_rows`), so the Gramian is never stored: the same result as :func:`neighbours_block` on the Gramian's
-    column block (up to the order of float64 summation), in a fraction of the time and memory.
-
-    Parameters
-    ----------
-    X_rows : scipy.sparse.csr_matrix, shape (n_users, n_items)
-        The (weighted) interactions, all users.
-    X_cols : scipy.sparse.csc_matrix, shape (n_users, n_items)
-        The same matrix in CSC (only columns ``col_start:col_stop`` are read).
-    col_start, col_stop : int
-        Items whose neighbour rows are computed.
-    diagonal : numpy.ndarray, shape (n_items,)
-        ``diag(G) = Σ_u x_ui²``.
-    k, similarity, shrinkage
-        As :func:`neighbours_block`.
-
-    Returns
-    -------
-    scipy.sparse.csr_matrix, shape (col_stop - col_start, n_items), float32
+    users of item ``j`` and reduced at once to its ``k`` best similarities, so the Gramian is never
+    stored: the same result as :func:`neighbours_block` on the Gramian's column block (up to the
+    order of float64 summation), in a fraction of the time and memory. Parameters as
+    :func:`dask_rec.kernels.item_columns.top_k_from_rows` (``X_rows`` in CSR and ``X_cols`` in CSC,
+    ``diagonal`` = ``Σ_u x_ui²``), with ``similarity`` and ``shrinkage`` as :func:`neighbours_block`.
     """
     if similarity not in SIMILARITIES:
         raise ValueError(f"similarity must be one of {SIMILARITIES}; got {similarity!r}")
