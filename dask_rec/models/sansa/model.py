@@ -11,6 +11,7 @@ import scipy.sparse as sp
 from dask_rec import settings
 from dask_rec.config import SANSAConfig
 from dask_rec.jsonable import to_jsonable
+from dask_rec.models.base import Recommender
 from dask_rec.validation import check_interactions, check_k, check_n_items
 
 __all__ = ["SANSA"]
@@ -18,7 +19,7 @@ __all__ = ["SANSA"]
 logger = logging.getLogger(__name__)
 
 
-class SANSA:
+class SANSA(Recommender):
     """Scalable Approximate NonSymmetric Autoencoder (Spišák et al., RecSys 2023).
 
     Sparse approximate EASE: scores of a user row ``x`` are ``(x @ W1) @ W2`` with two sparse
@@ -26,7 +27,8 @@ class SANSA:
     ``weights``, ``load_weights``, ``config``, ``forward``, ``recommend``), and unlike it: masked
     items are never recommended (their score is −inf, not 0), users with fewer than ``k``
     candidates get rows padded with id −1 and score −inf, inference runs in bounded user blocks,
-    and training can run on a Dask cluster.
+    and training can run on a Dask cluster. It implements the recommender contract of
+    :mod:`dask_rec.models.base` (its block scorer: :class:`~dask_rec.serving.scorers.WeightsScorer`).
 
     Parameters
     ----------
@@ -47,6 +49,8 @@ class SANSA:
     fit_report_ : dict
         Stage timings, factor and inverse statistics of the last ``fit``.
     """
+
+    name = "sansa"
 
     def __init__(self, config: SANSAConfig | None = None) -> None:
         self._config = config if config is not None else SANSAConfig()
@@ -252,6 +256,16 @@ class SANSA:
         else:
             weights = self._require_weights()
         return recommend_users(weights, histories, k=k, exclude_seen=exclude_seen, output=output, client=client, **kwargs)
+
+    def scorer(self):
+        """The block scorer of the weights (:class:`~dask_rec.serving.scorers.WeightsScorer`)."""
+        from dask_rec.serving.scorers import WeightsScorer
+
+        return WeightsScorer(*self._require_weights())
+
+    def topk_block(self, X_block, k: int, exclude_seen: bool = True, allowed=None, n_threads: int = 1):
+        """Top ``k`` of ``(x · W1) · W2`` per user; see the contract in :mod:`dask_rec.models.base`."""
+        return self.scorer().topk_block(X_block, k, exclude_seen=exclude_seen, allowed=allowed, n_threads=n_threads)
 
     def similar_items(self, items, k: int = 10):
         """Top-``k`` items most similar to each of ``items`` (rows of W1·W2, the item itself excluded)."""

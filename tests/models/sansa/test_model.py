@@ -190,3 +190,19 @@ def ml100k():
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+def test_sansa_implements_the_recommender_contract():
+    """SANSA is a Recommender: its block scorer gives what recommend gives, and the base's
+    methods (scorer, topk_block) see its weights."""
+    from conformance import small_interactions
+    from dask_rec.models.base import Recommender
+
+    X = small_interactions(6, n_users=80, n_items=30)
+    model = SANSA(exact_config(l2=5.0)).fit(X)
+    assert isinstance(model, Recommender) and model.name == "sansa"
+    ids, scores = model.topk_block(X[:10], 5)
+    want_ids, want_scores = model.recommend(X[:10], 5)
+    np.testing.assert_array_equal(ids, want_ids)
+    np.testing.assert_array_equal(scores, want_scores)
+    assert model.scorer().n_items == 30
