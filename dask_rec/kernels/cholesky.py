@@ -17,7 +17,7 @@ import scipy.sparse as sp
 
 from dask_rec.exceptions import NotPositiveDefiniteError
 
-__all__ = ["cholmod_ldlt", "NotPositiveDefiniteError", "unit_lower_from_cholesky"]
+__all__ = ["cholmod_ldlt", "NotPositiveDefiniteError", "unit_lower_from_cholesky", "square_csc", "check_budget"]
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +54,8 @@ def cholmod_ldlt(A_p, max_nnz: int):
     from sksparse import cholmod
 
     t0 = time.perf_counter()
-    A = _square_csc(A_p, "A_p")
-    max_nnz = _check_budget(max_nnz)
+    A = square_csc(A_p, "A_p")
+    max_nnz = check_budget(max_nnz)
     n = A.shape[0]
     try:
         factor = cholmod.cholesky(A, ordering_method="natural", mode="supernodal")
@@ -102,7 +102,8 @@ def unit_lower_from_cholesky(L_hat):
     return L, diag * diag
 
 
-def _square_csc(A, name: str) -> sp.csc_matrix:
+def square_csc(A, name: str) -> sp.csc_matrix:
+    """``A`` as a square CSC matrix (shared by both factorizers); a one-line error names ``name``."""
     if not sp.issparse(A):
         raise TypeError(f"{name} must be a scipy sparse matrix; got {type(A).__name__}")
     if A.ndim != 2 or A.shape[0] != A.shape[1]:
@@ -114,7 +115,8 @@ def _square_csc(A, name: str) -> sp.csc_matrix:
     return A
 
 
-def _check_budget(max_nnz) -> int:
+def check_budget(max_nnz) -> int:
+    """The factor's non-zero budget as an int; a one-line error when it is not a count."""
     if isinstance(max_nnz, (bool, np.bool_)) or not isinstance(max_nnz, (int, np.integer)) or max_nnz < 0:
         raise ValueError(f"max_nnz must be a non-negative integer; got {max_nnz!r}")
     return int(max_nnz)

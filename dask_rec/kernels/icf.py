@@ -39,7 +39,7 @@ import time
 import numpy as np
 import scipy.sparse as sp
 
-from dask_rec.kernels.cholesky import NotPositiveDefiniteError, _check_budget, _square_csc
+from dask_rec.kernels.cholesky import NotPositiveDefiniteError, check_budget, square_csc
 
 __all__ = ["icf_ldlt", "icf_ldlt_streamed"]
 
@@ -248,7 +248,7 @@ def icf_ldlt(
     NotPositiveDefiniteError
         Still a non-positive pivot after ``max_attempts`` restarts.
     """
-    A = _square_csc(A_p, "A_p")
+    A = square_csc(A_p, "A_p")
     n = A.shape[0]
     lower_nnz = (A.nnz - n) // 2 + n  # rough size of A's lower triangle
 
@@ -301,7 +301,7 @@ def icf_ldlt_streamed(
         As in :func:`icf_ldlt`.
     """
     t0 = time.perf_counter()
-    max_nnz = _check_budget(max_nnz)
+    max_nnz = check_budget(max_nnz)
     if not (shift_step > 0 and np.isfinite(shift_step)):
         raise ValueError(f"shift_step must be a positive finite number; got {shift_step!r}")
     if not (shift_multiplier >= 1 and np.isfinite(shift_multiplier)):
