@@ -22,7 +22,7 @@ from dask_rec.kernels.scoring import recommend_block, similar_items_block
 from .base import Recommender
 
 __all__ = ["run_fit", "gramian_stage", "top_k_from_rows_stage", "rows_route_fits", "ItemItemModel", "binarize_rows",
-           "diagonal_segment"]
+           "binary_blocks", "diagonal_segment"]
 
 
 def run_fit(data, client, stages):
@@ -46,6 +46,14 @@ def binarize_rows(X_block) -> sp.csr_matrix:
     return X
 
 
+def binary_blocks(source, executor) -> list:
+    """Handles of the source's row blocks as ones (:func:`binarize_rows`)."""
+    blocks = source.block_handles(executor)
+    ones = executor.map(binarize_rows, blocks, key="binarize-rows")
+    executor.release(*blocks)
+    return ones
+
+
 def diagonal_segment(block, start: int) -> np.ndarray:
     """``diag(G)[start:start+width]`` of a Gramian column block ``G[:, start:start+width]``."""
     return np.asarray(sp.csr_matrix(block).diagonal(-start), dtype=np.float64)  # entries (start + c, c)
@@ -61,11 +69,7 @@ def gramian_stage(source, executor, *, binary: bool = False, blocks=None):
 
     n_items = int(source.shape[1])
     if blocks is None:
-        blocks = source.block_handles(executor)
-        if binary:
-            ones = executor.map(binarize_rows, blocks, key="binarize-rows")
-            executor.release(*blocks)
-            blocks = ones
+        blocks = binary_blocks(source, executor) if binary else source.block_handles(executor)
     gramian = reduce_gramian(executor, blocks, n_items)
     starts = [a for a, _, _ in gramian]
     handles = [h for _, _, h in gramian]

@@ -23,7 +23,7 @@ import scipy.sparse as sp
 from dask_rec.kernels.rules import METRICS, rules_block
 
 from . import _item_item
-from ._item_item import ItemItemModel, binarize_rows, gramian_stage, run_fit, top_k_from_rows_stage
+from ._item_item import ItemItemModel, binary_blocks, gramian_stage, run_fit, top_k_from_rows_stage
 
 __all__ = ["AssociationRulesConfig", "AssociationRules"]
 
@@ -75,10 +75,7 @@ class AssociationRules(ItemItemModel):
     def _fit_stages(self, source, executor):
         c = self.config
         if _item_item.rows_route_fits(source, executor, c.k):
-            blocks = source.block_handles(executor)
-            ones = executor.map(binarize_rows, blocks, key="binarize-rows")
-            executor.release(*blocks)
-            return top_k_from_rows_stage(source, executor, ones, c.k, c.metric, n_users=int(source.shape[0]),
+            return top_k_from_rows_stage(source, executor, binary_blocks(source, executor), c.k, c.metric, n_users=int(source.shape[0]),
                                          min_support=c.min_support, min_confidence=c.min_confidence)
         starts, handles, counts, blocks = gramian_stage(source, executor, binary=True)
         executor.release(*blocks)
