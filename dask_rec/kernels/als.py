@@ -16,16 +16,19 @@ whose left side is the shared ``G = Y^T Y + lam I`` plus a rank-``m`` update fro
 ``k x k`` system, ``O(m k^2 + k^3)``, and, for ``m < k``, the Woodbury identity with the
 precomputed ``W = Y G^-1``, an ``m x m`` system, ``O(m^2 k + m^3)``. Conjugate gradient
 (Takács, Pilászy & Tikk 2011) costs ``O(m k + k^2)`` per step, warm-started from the previous
-factors. Items are solved the same way from the item-major matrix and ``X``.
+factors. Items are solved the same way from the item-major matrix and ``X``. The exact solver
+gathers a row's item factors (float64) and forms its products (``Y_uᵀ D Y_u``, ``Y_u W_uᵀ``, ...)
+with BLAS calls on them.
 
 The CG solver works in float32 on chunks of rows in lock step: the products with the shared ``G``
 are one BLAS matrix product per chunk and step, the per-row sparse parts and updates numba
 kernels. (float32 CG needs a few steps more than ``k`` to reach the exact solution; ALS uses 2-4.)
 
-All numba kernels are ``nogil`` and single-threaded: Dask workers run them side by side. Sums over
-a row's entries run in the order the entries are stored, so a row's result does not depend on
-which worker solves it; other blockings change only the round-off of the BLAS products and of
-the Gramian sums.
+All numba kernels are ``nogil`` and single-threaded: Dask workers run them side by side. A row's
+sums and products run over its entries in the order they are stored, on arrays of the same
+shapes whatever the block, so a row's result does not depend on which worker solves it (tested:
+the same factors on 1, 2 and 3 workers); other blockings change only the round-off of the chunked
+BLAS products and of the Gramian sums.
 """
 
 from __future__ import annotations
