@@ -44,6 +44,7 @@ def main() -> None:
     a = p.parse_args()
 
     import dask_rec.kernels.scoring as scoring
+    import dask_rec.kernels.topk as topk
     from dask_rec import SANSA
 
     rng = np.random.default_rng(0)
@@ -52,13 +53,13 @@ def main() -> None:
     X = _random_csr(rng, a.users, a.items, 20)
     scoring.recommend_block(X, W1, W2, 20)  # compile; also marks W1, W2 checked
     checked = _best(lambda: scoring.recommend_block(X.copy(), W1, W2, 20), a.repeat)
-    original = scoring._check_bounds
-    scoring._check_bounds = lambda A, name: None
+    original = topk.check_bounds
+    topk.check_bounds = lambda A, name: None
     try:
         unchecked = _best(lambda: scoring.recommend_block(X.copy(), W1, W2, 20), a.repeat)
     finally:
-        scoring._check_bounds = original
-    first = _best(lambda: scoring._check_bounds(W1.copy(), "W1"), a.repeat)  # a new weight matrix: full check
+        topk.check_bounds = original
+    first = _best(lambda: topk.check_bounds(W1.copy(), "W1"), a.repeat)  # a new weight matrix: full check
     print(f"recommend_block {a.users} users x {a.items} items, W nnz {W1.nnz:,}: checked {checked * 1e3:.1f} ms, "
           f"unchecked {unchecked * 1e3:.1f} ms (ratio {checked / unchecked:.3f}); first check of one W "
           f"{first * 1e3:.1f} ms")

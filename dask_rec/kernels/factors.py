@@ -95,11 +95,11 @@ def score_topk(U, Y, k: int, exclude=None, allowed=None, empty=None, chunk: int 
     Every product is one ``chunk x k`` by ``k x tile`` matrix product (the last chunk padded with
     zero rows), so a row's scores are the same bits whatever the batch it comes in; each block of
     scores (1 MiB by default) is scanned while it is still in cache
-    (:class:`~dask_rec.kernels.scoring.TopKAccumulator`).
+    (:class:`~dask_rec.kernels.topk.TopKAccumulator`).
     ``exclude``: CSR whose pattern marks items to leave out per row; ``empty``: bool per row,
     rows with no score at all (padded with −1 / −inf). Returns ``(ids int64, scores float32)``.
     """
-    from .scoring import TopKAccumulator
+    from .topk import TopKAccumulator
 
     b = U.shape[0]
     n_items = Y.shape[0]

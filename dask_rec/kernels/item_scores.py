@@ -14,6 +14,8 @@ from statistics import NormalDist
 import numpy as np
 import scipy.sparse as sp
 
+from .topk import padded_top
+
 __all__ = ["wilson_lower_bound", "positive_counts_block", "random_topk_block", "own_items_topk_block"]
 
 
@@ -47,10 +49,6 @@ def positive_counts_block(X_block, threshold: float) -> np.ndarray:
     return np.stack([totals, positives]).astype(np.int64)
 
 
-def _padded(b: int, k: int):
-    return np.full((b, k), -1, np.int64), np.full((b, k), -np.inf, np.float32)
-
-
 def _row_seed(seed: int, indices: np.ndarray) -> list:
     return [int(seed), zlib.crc32(np.ascontiguousarray(indices, dtype=np.int64).tobytes())]
 
@@ -65,7 +63,7 @@ def random_topk_block(X_block, k: int, weights, seed: int, exclude_seen: bool = 
     """
     X = sp.csr_matrix(X_block)
     w = np.asarray(weights, dtype=np.float64)
-    ids, scores = _padded(X.shape[0], k)
+    ids, scores = padded_top(X.shape[0], k)
     base = w > 0
     if allowed is not None:
         base &= np.asarray(allowed, bool)
@@ -93,7 +91,7 @@ def own_items_topk_block(X_block, k: int, exclude_seen: bool = False, allowed=No
     With ``exclude_seen`` every own item is excluded, so the rows are all padding (−1 / −inf).
     """
     X = sp.csr_matrix(X_block)
-    ids, scores = _padded(X.shape[0], k)
+    ids, scores = padded_top(X.shape[0], k)
     if exclude_seen:
         return ids, scores
     for r in range(X.shape[0]):

@@ -24,6 +24,9 @@ Recommend contract
 first; ties broken by the lower item index; rows with fewer than ``k`` candidates padded with id
 −1 and score −inf. A masked item is never returned, even when every other score is negative.
 
+The top-k selection itself (the bounded heap, :func:`~dask_rec.kernels.topk.topk_block` for dense
+scores, the input checks) lives in :mod:`dask_rec.kernels.topk`, shared with the other models.
+
 Every kernel has a slow, obviously-correct NumPy/Python twin (``*_naive``) that the tests use as
 the oracle. Kernels are compiled ``nogil=True`` and single-threaded (no ``prange``), so they run
 side by side on threaded Dask workers without nested thread pools.
@@ -38,24 +41,23 @@ from llvmlite import ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
+from .topk import (NEG_INF, allowed_array, check_top_k, checked_csr, exclude_arrays, heap_drain, heap_offer,
+                   padded_top, topk_block, topk_block_naive)
+
 __all__ = [
     "score_block",
-    "topk_block",
-    "TopKAccumulator",
     "recommend_block",
     "similar_items_block",
     "popularity_order",
     "popularity_topk_block",
     "run_chunks",
     "score_block_naive",
-    "topk_block_naive",
     "recommend_block_naive",
     "similar_items_block_naive",
     "popularity_topk_block_naive",
 ]
 
 _JIT = dict(nogil=True, cache=True)
-_NEG_INF = np.float32(-np.inf)
 
 # Scatter tuning (measured on gowalla, W2 of 13 MiB, which does not stay in cache): rows of W2
 # are requested this many latent entries ahead of their use, the first lines of each...
@@ -94,65 +96,6 @@ def _prefetch(typingctx, array, index):
         return context.get_dummy_value()
 
     return sig, codegen
-
-
-@numba.njit(inline="always", **_JIT)
-def _worse(s1, i1, s2, i2):
-    """Whether candidate (s1, i1) ranks below (s2, i2): lower score, or equal score, higher id."""
-    return s1 < s2 or (s1 == s2 and i1 > i2)
-
-
-@numba.njit(**_JIT)
-def _sift_down(hs, hi, size, pos):
-    while True:
-        child = 2 * pos + 1
-        if child >= size:
-            return
-        right = child + 1
-        if right < size and _worse(hs[right], hi[right], hs[child], hi[child]):
-            child = right
-        if _worse(hs[child], hi[child], hs[pos], hi[pos]):
-            hs[pos], hs[child] = hs[child], hs[pos]
-            hi[pos], hi[child] = hi[child], hi[pos]
-            pos = child
-        else:
-            return
-
-
-@numba.njit(**_JIT)
-def _offer(hs, hi, size, s, i):
-    """Offer candidate (s, i) to the heap of capacity ``len(hs)``; return the new size."""
-    cap = hs.shape[0]
-    if size < cap:
-        pos = size
-        hs[pos] = s
-        hi[pos] = i
-        while pos > 0:
-            parent = (pos - 1) // 2
-            if _worse(hs[pos], hi[pos], hs[parent], hi[parent]):
-                hs[pos], hs[parent] = hs[parent], hs[pos]
-                hi[pos], hi[parent] = hi[parent], hi[pos]
-                pos = parent
-            else:
-                break
-        return size + 1
-    if cap > 0 and _worse(hs[0], hi[0], s, i):
-        hs[0] = s
-        hi[0] = i
-        _sift_down(hs, hi, size, 0)
-    return size
-
-
-@numba.njit(**_JIT)
-def _drain(hs, hi, size, out_ids, out_scores):
-    """Pop the heap worst-first into ``out[size-1] ... out[0]`` (best first); the rest stays padded."""
-    while size > 0:
-        size -= 1
-        out_ids[size] = hi[0]
-        out_scores[size] = hs[0]
-        hs[0] = hs[size]
-        hi[0] = hi[size]
-        _sift_down(hs, hi, size, 0)
 
 
 @numba.njit(**_JIT)
@@ -241,7 +184,7 @@ def _recommend_kernel(x_ptr, x_ind, x_val, w1_ptr, w1_ind, w1_val, w2_ptr, w2_in
         # strictly; once the heap is full, a chunk whose largest score does not beat it is
         # passed over whole (NaN never beats it, and never is a candidate).
         size = 0
-        threshold = _NEG_INF  # also rejects -inf and NaN
+        threshold = NEG_INF  # also rejects -inf and NaN
         for c0 in range(0, n_out, _SCAN_CHUNK):
             c1 = min(c0 + _SCAN_CHUNK, n_out)
             if size == k:
@@ -257,116 +200,11 @@ def _recommend_kernel(x_ptr, x_ind, x_val, w1_ptr, w1_ind, w1_val, w2_ptr, w2_in
                 if s > threshold and s != 0:  # 0: no score
                     if use_allowed and not allowed[j]:
                         continue
-                    size = _offer(hs, hi, size, s, j)
+                    size = heap_offer(hs, hi, size, s, j)
                     if size == k:
                         threshold = hs[0]
             acc[c0:c1] = 0.0
-        _drain(hs, hi, size, out_ids[r], out_scores[r])
-
-
-@numba.njit(**_JIT)
-def _topk_dense_kernel(scores, ex_ptr, ex_ind, use_exclude, allowed, use_allowed, out_ids, out_scores):
-    n_rows, n_items = scores.shape
-    k = out_ids.shape[1]
-    ex_mark = np.full(n_items, -1, np.int64)
-    hs = np.empty(k, np.float32)
-    hi = np.empty(k, np.int64)
-    for r in range(n_rows):
-        if use_exclude:
-            for p in range(ex_ptr[r], ex_ptr[r + 1]):
-                ex_mark[ex_ind[p]] = r
-        size = 0
-        threshold = _NEG_INF
-        row = scores[r]
-        for j in range(n_items):
-            s = np.float32(row[j])
-            if s > threshold:  # as in _recommend_kernel; -inf and NaN never pass
-                if use_exclude and ex_mark[j] == r:
-                    continue
-                if use_allowed and not allowed[j]:
-                    continue
-                size = _offer(hs, hi, size, s, j)
-                if size == k:
-                    threshold = hs[0]
-        _drain(hs, hi, size, out_ids[r], out_scores[r])
-
-
-@numba.njit(**_JIT)
-def _topk_tile_kernel(scores, offset, ex_ptr, ex_ind, use_exclude, allowed, use_allowed, hs, hi, sizes):
-    """Offer the scores of items ``offset .. offset + width`` of each row to its running heap."""
-    n_rows, width = scores.shape
-    k = hs.shape[1]
-    ex_mark = np.full(width, -1, np.int64)
-    stop = offset + width
-    for r in range(n_rows):
-        if use_exclude:
-            for p in range(ex_ptr[r], ex_ptr[r + 1]):
-                j = ex_ind[p]
-                if offset <= j < stop:
-                    ex_mark[j - offset] = r
-        size = sizes[r]
-        threshold = hs[r, 0] if size == k else _NEG_INF
-        row = scores[r]
-        for c in range(width):
-            s = np.float32(row[c])
-            if s > threshold:  # as in _topk_dense_kernel
-                if use_exclude and ex_mark[c] == r:
-                    continue
-                if use_allowed and not allowed[offset + c]:
-                    continue
-                size = _offer(hs[r], hi[r], size, s, offset + c)
-                if size == k:
-                    threshold = hs[r, 0]
-        sizes[r] = size
-
-
-@numba.njit(**_JIT)
-def _drain_rows(hs, hi, sizes, out_ids, out_scores):
-    for r in range(hs.shape[0]):
-        _drain(hs[r], hi[r], sizes[r], out_ids[r], out_scores[r])
-
-
-class TopKAccumulator:
-    """The ``k`` best items of ``b`` rows whose dense scores arrive one item range at a time.
-
-    ``offer(scores, offset)`` takes the ``b × width`` scores of items ``offset .. offset+width``;
-    ``result()`` returns ``(ids, scores)`` as :func:`topk_block` would have on the whole row
-    (best first, ties by lower item id, −1 / −inf padding), so a score block never needs to
-    span the catalog: a block that stays in cache between its product and its scan.
-
-    Parameters
-    ----------
-    b, k : int
-    n_items : int
-    exclude : scipy.sparse matrix, shape (b, n_items), optional
-    allowed : numpy.ndarray of bool, shape (n_items,), optional
-        As in :func:`topk_block`.
-    """
-
-    def __init__(self, b: int, k: int, n_items: int, exclude=None, allowed=None) -> None:
-        self.k = _check_k(k)
-        self.n_items = int(n_items)
-        self.ex_ptr, self.ex_ind, self.use_ex = _exclude_arrays(exclude, (b, self.n_items))
-        self.allowed, self.use_allowed = _allowed_array(allowed, self.n_items)
-        self.hs = np.empty((b, self.k), np.float32)
-        self.hi = np.empty((b, self.k), np.int64)
-        self.sizes = np.zeros(b, np.int64)
-
-    def offer(self, scores, offset: int) -> None:
-        scores = np.asarray(scores)
-        if scores.ndim != 2 or scores.shape[0] != self.sizes.shape[0] or offset < 0 or \
-                offset + scores.shape[1] > self.n_items:
-            raise ValueError(f"scores of shape {scores.shape} at item {offset} do not fit "
-                             f"{self.sizes.shape[0]} rows x {self.n_items} items")
-        if self.k and scores.size:
-            _topk_tile_kernel(scores, int(offset), self.ex_ptr, self.ex_ind, self.use_ex, self.allowed,
-                              self.use_allowed, self.hs, self.hi, self.sizes)
-
-    def result(self):
-        ids, top = _padded(self.sizes.shape[0], self.k)
-        if self.k:
-            _drain_rows(self.hs, self.hi, self.sizes, ids, top)
-        return ids, top
+        heap_drain(hs, hi, size, out_ids[r], out_scores[r])
 
 
 @numba.njit(**_JIT)
@@ -394,70 +232,11 @@ def _popularity_kernel(order, order_scores, n_items, ex_ptr, ex_ind, use_exclude
 # --------------------------------------------------------------------------------------------
 
 
-def _csr(A, name: str) -> sp.csr_matrix:
-    if not sp.issparse(A):
-        raise TypeError(f"{name} must be a scipy.sparse matrix; got {type(A).__name__}")
-    A = A.tocsr()
-    if A.data.dtype.kind not in "fc":
-        A = A.astype(np.float32)
-    _check_bounds(A, name)
-    return A
-
-
-def _check_bounds(A: sp.csr_matrix, name: str) -> None:
-    """Raise ``ValueError`` unless every offset and index of ``A`` lies inside it: the kernels do not
-    check bounds. O(nnz) once per matrix object (the pass is remembered on it, keyed by its arrays),
-    O(1) after that, so a model's weights are checked once per process, a block of users per call."""
-    key = (A.indptr.ctypes.data, A.indices.ctypes.data, A.indptr.shape[0], A.indices.shape[0], A.shape)
-    if A.__dict__.get("_dask_rec_bounds") == key:
-        return
-    n_rows, n_cols = A.shape
-    ptr = A.indptr
-    if ptr.shape[0] != n_rows + 1 or ptr[0] != 0 or ptr[-1] > min(A.indices.shape[0], A.data.shape[0]):
-        raise ValueError(f"{name}: indptr of length {ptr.shape[0]} from {ptr[0] if ptr.size else None} to "
-                         f"{ptr[-1] if ptr.size else None} does not fit a {A.shape} matrix with {A.indices.shape[0]} entries")
-    if n_rows and np.any(ptr[1:] < ptr[:-1]):
-        raise ValueError(f"{name}: indptr decreases; not a valid CSR matrix")
-    used = A.indices[: ptr[-1]]
-    if used.size and (used.min() < 0 or used.max() >= n_cols):
-        raise ValueError(f"{name}: column indices {used.min()}..{used.max()} outside [0, {n_cols})")
-    A.__dict__["_dask_rec_bounds"] = key
-
-
-def _check_k(k) -> int:
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
-        raise ValueError(f"k must be an integer >= 0; got {k!r}")
-    return int(k)
-
-
-def _exclude_arrays(exclude, shape):
-    if exclude is None:
-        empty = np.zeros(1, np.int64)
-        return empty, empty, False
-    exclude = _csr(exclude, "exclude")
-    if exclude.shape != shape:
-        raise ValueError(f"exclude has shape {exclude.shape}; expected {shape}")
-    return exclude.indptr, exclude.indices, True
-
-
-def _allowed_array(allowed, n_items):
-    if allowed is None:
-        return np.zeros(1, np.bool_), False
-    allowed = np.asarray(allowed)
-    if allowed.dtype != np.bool_ or allowed.shape != (n_items,):
-        raise ValueError(f"allowed must be a boolean mask of shape ({n_items},)")
-    return allowed, True
-
-
 def _check_chain(X, W1, W2):
     if X.shape[1] != W1.shape[0] or W1.shape[1] != W2.shape[0]:
         raise ValueError(
             f"shapes do not chain: X {X.shape}, W1 {W1.shape}, W2 {W2.shape}"
         )
-
-
-def _padded(b: int, k: int):
-    return np.full((b, k), -1, np.int64), np.full((b, k), _NEG_INF, np.float32)
 
 
 # --------------------------------------------------------------------------------------------
@@ -484,48 +263,15 @@ def score_block(X_block, W1, W2, fill_value: float = 0.0) -> np.ndarray:
     numpy.ndarray of float32, shape (b, n_out)
         Accumulated in float64, rounded once to float32.
     """
-    X = _csr(X_block, "X_block")
-    W1 = _csr(W1, "W1")
-    W2 = _csr(W2, "W2")
+    X = checked_csr(X_block, "X_block")
+    W1 = checked_csr(W1, "W1")
+    W2 = checked_csr(W2, "W2")
     _check_chain(X, W1, W2)
     out = np.empty((X.shape[0], W2.shape[1]), np.float32)
     if out.size:
         _score_kernel(X.indptr, X.indices, X.data, W1.indptr, W1.indices, W1.data,
                       W2.indptr, W2.indices, W2.data, W1.shape[1], np.float32(fill_value), out)
     return out
-
-
-def topk_block(scores, k: int, exclude=None, allowed=None):
-    """The ``k`` best items of each row of a dense score block.
-
-    Parameters
-    ----------
-    scores : numpy.ndarray, shape (b, n_items)
-        Scores (compared after rounding to float32); NaN and −inf are never selected.
-    k : int
-        Items per row.
-    exclude : scipy.sparse matrix, shape (b, n_items), optional
-        Items to leave out per row (its sparsity pattern; values are ignored), e.g. the
-        interactions of the users, so that seen items are not recommended.
-    allowed : numpy.ndarray of bool, shape (n_items,), optional
-        Only items marked True may be selected.
-
-    Returns
-    -------
-    ids : numpy.ndarray of int64, shape (b, k)
-    scores : numpy.ndarray of float32, shape (b, k)
-        Best first, ties broken by lower item id, padded with −1 / −inf.
-    """
-    k = _check_k(k)
-    scores = np.asarray(scores)
-    if scores.ndim != 2:
-        raise ValueError(f"scores must be 2-D; got shape {scores.shape}")
-    ex_ptr, ex_ind, use_ex = _exclude_arrays(exclude, scores.shape)
-    allowed, use_allowed = _allowed_array(allowed, scores.shape[1])
-    ids, top = _padded(scores.shape[0], k)
-    if k and scores.size:
-        _topk_dense_kernel(scores, ex_ptr, ex_ind, use_ex, allowed, use_allowed, ids, top)
-    return ids, top
 
 
 def recommend_block(X_block, W1, W2, k: int, exclude_seen: bool = True, allowed=None,
@@ -557,17 +303,17 @@ def recommend_block(X_block, W1, W2, k: int, exclude_seen: bool = True, allowed=
     ids, scores : numpy.ndarray, shape (b, k)
         See the recommend contract in the module docstring.
     """
-    k = _check_k(k)
-    X = _csr(X_block, "X_block")
-    W1 = _csr(W1, "W1")
-    W2 = _csr(W2, "W2")
+    k = check_top_k(k)
+    X = checked_csr(X_block, "X_block")
+    W1 = checked_csr(W1, "W1")
+    W2 = checked_csr(W2, "W2")
     _check_chain(X, W1, W2)
     n_out = W2.shape[1]
     if exclude_seen and X.shape[1] != n_out:
         raise ValueError("exclude_seen needs a square model (n_items inputs and outputs)")
-    ex_ptr, ex_ind, use_ex = _exclude_arrays(X if exclude_seen else None, (X.shape[0], n_out))
-    allowed, use_allowed = _allowed_array(allowed, n_out)
-    ids, top = _padded(X.shape[0], k)
+    ex_ptr, ex_ind, use_ex = exclude_arrays(X if exclude_seen else None, (X.shape[0], n_out))
+    allowed, use_allowed = allowed_array(allowed, n_out)
+    ids, top = padded_top(X.shape[0], k)
     if not (k and X.shape[0]):
         return ids, top
 
@@ -625,7 +371,7 @@ def similar_items_block(item_ids, W1, W2, k: int, allowed=None):
     ids, scores : numpy.ndarray, shape (m, k)
         As :func:`recommend_block`.
     """
-    W1 = _csr(W1, "W1")
+    W1 = checked_csr(W1, "W1")
     X = _indicator_rows(item_ids, W1.shape[0])
     return recommend_block(X, W1, W2, k, exclude_seen=True, allowed=allowed)
 
@@ -650,7 +396,7 @@ def popularity_order(item_counts, allowed=None):
         raise ValueError("item_counts must be 1-D")
     keep = counts > 0
     if allowed is not None:
-        keep &= _allowed_array(allowed, counts.shape[0])[0]
+        keep &= allowed_array(allowed, counts.shape[0])[0]
     ids = np.flatnonzero(keep)
     order = ids[np.argsort(-counts[ids].astype(np.float64), kind="stable")]
     return order.astype(np.int64), counts[order].astype(np.float32)
@@ -677,16 +423,16 @@ def popularity_topk_block(X_block, item_counts, k: int, exclude_seen: bool = Tru
     ids, scores : numpy.ndarray, shape (b, k)
         Item ids and their counts (as float32), padded with −1 / −inf.
     """
-    k = _check_k(k)
-    X = _csr(X_block, "X_block")
+    k = check_top_k(k)
+    X = checked_csr(X_block, "X_block")
     n_items = X.shape[1]
     if order is None:
         order = popularity_order(item_counts)
     order_ids, order_counts = order
     if order_ids.size and (order_ids.min() < 0 or order_ids.max() >= n_items or order_counts.shape != order_ids.shape):
         raise ValueError(f"the popularity order does not fit {n_items} items")
-    ex_ptr, ex_ind, use_ex = _exclude_arrays(X if exclude_seen else None, X.shape)
-    ids, top = _padded(X.shape[0], k)
+    ex_ptr, ex_ind, use_ex = exclude_arrays(X if exclude_seen else None, X.shape)
+    ids, top = padded_top(X.shape[0], k)
     if k and X.shape[0]:
         _popularity_kernel(order_ids, order_counts, n_items, ex_ptr, ex_ind, use_ex, ids, top)
     return ids, top
@@ -702,27 +448,6 @@ def score_block_naive(X_block, W1, W2, fill_value: float = 0.0) -> np.ndarray:
     X, A, B = (sp.csr_matrix(M).toarray().astype(np.float64) for M in (X_block, W1, W2))
     scores = (X @ A @ B).astype(np.float32)
     return np.where(scores != 0, scores, np.float32(fill_value))
-
-
-def topk_block_naive(scores, k: int, exclude=None, allowed=None):
-    """Twin of :func:`topk_block`: sort each row's candidates in Python."""
-    scores = np.asarray(scores).astype(np.float32)
-    b, n = scores.shape
-    ids = np.full((b, k), -1, np.int64)
-    top = np.full((b, k), -np.inf, np.float32)
-    seen = sp.csr_matrix(exclude) if exclude is not None else None
-    for r in range(b):
-        banned = set(seen.indices[seen.indptr[r]:seen.indptr[r + 1]].tolist()) if seen is not None else set()
-        cand = [
-            (-float(scores[r, j]), j)
-            for j in range(n)
-            if scores[r, j] > -np.inf and j not in banned and (allowed is None or allowed[j])
-        ]
-        cand.sort()
-        for c, (neg, j) in enumerate(cand[:k]):
-            ids[r, c] = j
-            top[r, c] = -neg
-    return ids, top
 
 
 def recommend_block_naive(X_block, W1, W2, k: int, exclude_seen: bool = True, allowed=None):

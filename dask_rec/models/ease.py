@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dask_rec.kernels.ease import BAND, dense_bytes, ease_scores, ease_weights
-from dask_rec.kernels.scoring import topk_block
+from dask_rec.kernels.topk import topk_block
 
 from ._item_item import gramian_stage, run_fit
 from .base import Recommender

@@ -18,9 +18,8 @@ from dask_rec.kernels.scoring import (
     score_block_naive,
     similar_items_block,
     similar_items_block_naive,
-    topk_block,
-    topk_block_naive,
 )
+from dask_rec.kernels.topk import topk_block, topk_block_naive
 
 HYPOTHESIS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -358,7 +357,7 @@ def test_agrees_with_reference_sansa_recommend(rng):
 def test_topk_accumulator_over_item_ranges_equals_topk_block(tile):
     """Scores offered one item range at a time select what topk_block selects on whole rows,
     ties (rounded scores), exclusions, the allowed mask, -inf and NaN included."""
-    from dask_rec.kernels.scoring import TopKAccumulator, topk_block
+    from dask_rec.kernels.topk import TopKAccumulator, topk_block
 
     rng = np.random.default_rng(tile)
     b, n, k = 9, 64, 6

@@ -229,7 +229,7 @@ class _ImplicitFoldIn:
         self.n_items = model.item_factors.shape[0]
 
     def topk_block(self, X_block, k, exclude_seen=True, allowed=None, n_threads=1):
-        from dask_rec.kernels.scoring import topk_block
+        from dask_rec.kernels.topk import topk_block
 
         X = sp.csr_matrix(X_block, dtype=np.float32)
         U = self.model.recalculate_user(np.arange(X.shape[0]), X)

@@ -174,7 +174,7 @@ class _ImplicitItemItem:
         self.model, self.n_items = model, n_items
 
     def topk_block(self, X_block, k, exclude_seen=True, allowed=None, n_threads=1):
-        from dask_rec.kernels.scoring import topk_block
+        from dask_rec.kernels.topk import topk_block
 
         X = sp.csr_matrix(X_block, dtype=np.float32)
         scores = (X @ sp.csr_matrix(self.model.similarity, dtype=np.float32)).toarray()
