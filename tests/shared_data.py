@@ -34,3 +34,17 @@ def _matrix(name: str) -> sp.csr_matrix:
 def interaction_matrix(name: str) -> sp.csr_matrix:
     """Binary users x items CSR of a shared dataset (IDs in sorted order)."""
     return _matrix(name).copy()
+
+
+def interaction_matrix_in_file_order(name: str) -> sp.csr_matrix:
+    """Binary users x items CSR (float64) of a shared dataset, IDs numbered in order of first
+    appearance in the file (the order some kernel tests were written against)."""
+    import pandas as pd
+
+    df = pd.read_parquet(dataset_path(name), columns=["user_id", "item_id"])
+    users, _ = pd.factorize(df["user_id"])
+    items, _ = pd.factorize(df["item_id"])
+    X = sp.csr_matrix((np.ones(len(users)), (users, items)), shape=(users.max() + 1, items.max() + 1))
+    X.sum_duplicates()
+    X.data[:] = 1.0
+    return X

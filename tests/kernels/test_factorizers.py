@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,10 +15,10 @@ from dask_rec.kernels.cholesky import NotPositiveDefiniteError, cholmod_ldlt
 from dask_rec.kernels.gramian import block_gramian, gramian_row_norms, icf_scaling, regularize, scale_symmetric
 from dask_rec.kernels.icf import icf_ldlt
 from dask_rec.kernels.ordering import item_ordering
+from shared_data import interaction_matrix_in_file_order
 
 pytest.importorskip("sksparse.cholmod")
 
-DATASETS = Path(__file__).resolve().parents[2].parent / "shared" / "datasets"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -65,17 +64,7 @@ def random_spd(n, density, seed, ridge=0.5):
 
 
 def load_gramian(name: str, l2: float, icf: bool):
-    path = DATASETS / name / "interactions.parquet"
-    if not path.exists():
-        pytest.skip(f"shared dataset {name!r} not found at {path}")
-    import pandas as pd
-
-    df = pd.read_parquet(path, columns=["user_id", "item_id"])
-    users, _ = pd.factorize(df["user_id"])
-    items, _ = pd.factorize(df["item_id"])
-    X = sp.csr_matrix((np.ones(len(users)), (users, items)), shape=(users.max() + 1, items.max() + 1))
-    X.sum_duplicates()
-    X.data[:] = 1.0
+    X = interaction_matrix_in_file_order(name)
     G = block_gramian(X)
     if icf:
         G = scale_symmetric(G, icf_scaling(gramian_row_norms(G)))

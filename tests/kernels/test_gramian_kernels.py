@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,24 +19,7 @@ from dask_rec.kernels.gramian import (
     scale_symmetric,
     sum_gramians,
 )
-
-DATASETS = Path(__file__).resolve().parents[2].parent / "shared" / "datasets"
-
-
-def load_interactions(name: str) -> sp.csr_matrix:
-    path = DATASETS / name / "interactions.parquet"
-    if not path.exists():
-        pytest.skip(f"shared dataset {name!r} not found at {path}")
-    import pandas as pd
-
-    df = pd.read_parquet(path, columns=["user_id", "item_id"])
-    users, _ = pd.factorize(df["user_id"])
-    items, _ = pd.factorize(df["item_id"])
-    X = sp.csr_matrix((np.ones(len(users)), (users, items)), shape=(users.max() + 1, items.max() + 1))
-    X.sum_duplicates()
-    X.data[:] = 1.0
-    return X
-
+from shared_data import interaction_matrix_in_file_order
 
 @st.composite
 def sparse_interactions(draw, max_users=25, max_items=20):
@@ -192,7 +174,7 @@ def test_sum_gramians_tree_of_many_parts():
 
 
 def test_ml100k_blocks_match_scipy():
-    X = load_interactions("ml-100k")
+    X = interaction_matrix_in_file_order("ml-100k")
     expected = (X.T @ X).toarray()
     parts = [block_gramian(X[a : a + 300]) for a in range(0, X.shape[0], 300)]
     np.testing.assert_array_equal(sum_gramians(parts).toarray(), expected)  # integer-valued: exact
