@@ -15,7 +15,7 @@ items that no sparse path reaches have no score at all (not "score 0"), so a spa
 have fewer than ``k`` candidates for a user; an exact zero from cancellation is treated the same
 way (as ``scipy.sparse`` products, which drop it, and the reference package do). Seen items (the
 CSR pattern of ``exclude``), items outside ``allowed`` and non-finite (NaN, −inf) scores are never
-candidates either. :func:`topk_block`, which takes arbitrary dense scores, counts every finite
+candidates either. :func:`top_k_of_scores`, which takes arbitrary dense scores, counts every finite
 score as a candidate, zeros included.
 
 Recommend contract
@@ -24,7 +24,7 @@ Recommend contract
 first; ties broken by the lower item index; rows with fewer than ``k`` candidates padded with id
 −1 and score −inf. A masked item is never returned, even when every other score is negative.
 
-The top-k selection itself (the bounded heap, :func:`~dask_rec.kernels.topk.topk_block` for dense
+The top-k selection itself (the bounded heap, :func:`~dask_rec.kernels.topk.top_k_of_scores` for dense
 scores, the input checks) lives in :mod:`dask_rec.kernels.topk`, shared with the other models.
 
 Every kernel has a slow, obviously-correct NumPy/Python twin (``*_naive``) that the tests use as
@@ -42,7 +42,7 @@ from numba.core import cgutils, types
 from numba.extending import intrinsic
 
 from .topk import (NEG_INF, allowed_array, check_top_k, checked_csr, exclude_arrays, heap_drain, heap_offer,
-                   padded_top, topk_block, topk_block_naive)
+                   padded_top, top_k_of_scores, top_k_of_scores_naive)
 
 __all__ = [
     "score_block",
@@ -256,7 +256,7 @@ def score_block(X_block, W1, W2, fill_value: float = 0.0) -> np.ndarray:
     fill_value : float, default 0.0
         Value of the scores that are exactly zero, i.e. items without a score (see "Candidates"
         in the module docstring). ``0.0`` gives ``(X @ W1 @ W2).toarray()``; ``-inf`` makes them
-        non-candidates for :func:`topk_block`.
+        non-candidates for :func:`top_k_of_scores`.
 
     Returns
     -------
@@ -279,7 +279,7 @@ def recommend_block(X_block, W1, W2, k: int, exclude_seen: bool = True, allowed=
     """Top-``k`` recommendations for a block of users, without forming dense scores.
 
     Equal, id for id and bit for bit, to
-    ``topk_block(score_block(X_block, W1, W2, fill_value=-inf), k, exclude=X_block if
+    ``top_k_of_scores(score_block(X_block, W1, W2, fill_value=-inf), k, exclude=X_block if
     exclude_seen else None, allowed=allowed)``, in O(b·k + n_items) memory.
 
     Parameters
@@ -453,7 +453,7 @@ def score_block_naive(X_block, W1, W2, fill_value: float = 0.0) -> np.ndarray:
 def recommend_block_naive(X_block, W1, W2, k: int, exclude_seen: bool = True, allowed=None):
     """Twin of :func:`recommend_block`."""
     scores = score_block_naive(X_block, W1, W2, fill_value=-np.inf)
-    return topk_block_naive(scores, k, exclude=X_block if exclude_seen else None, allowed=allowed)
+    return top_k_of_scores_naive(scores, k, exclude=X_block if exclude_seen else None, allowed=allowed)
 
 
 def similar_items_block_naive(item_ids, W1, W2, k: int, allowed=None):
@@ -466,4 +466,4 @@ def popularity_topk_block_naive(X_block, item_counts, k: int, exclude_seen: bool
     """Twin of :func:`popularity_topk_block`."""
     counts = np.asarray(item_counts, dtype=np.float64)
     scores = np.where(counts > 0, counts, -np.inf)[None, :].repeat(X_block.shape[0], axis=0)
-    return topk_block_naive(scores, k, exclude=X_block if exclude_seen else None)
+    return top_k_of_scores_naive(scores, k, exclude=X_block if exclude_seen else None)

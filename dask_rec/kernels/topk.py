@@ -2,7 +2,9 @@
 
 The building blocks keep each row's ``k`` best candidates in a bounded heap with its worst at the
 root (:func:`heap_offer`, :func:`heap_drain`), ranked by score, ties by the lower item index
-(:func:`ranks_below`). :func:`topk_block` selects from a dense block of scores;
+(:func:`ranks_below`). :func:`top_k_of_scores` selects from a dense block of scores (a kernel;
+the models' ``topk_block`` method of :mod:`dask_rec.models.base` is the scorer contract built on
+such kernels);
 :class:`TopKAccumulator` does the same when the scores of a block arrive one item range at a
 time (so that a block of scores can stay in cache). The input checks (:func:`checked_csr`,
 :func:`exclude_arrays`, :func:`allowed_array`, :func:`check_top_k`) and the padded output
@@ -18,9 +20,9 @@ import numba
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["topk_block", "TopKAccumulator", "topk_block_naive", "ranks_below", "heap_sift_down", "heap_offer",
-           "heap_drain", "checked_csr", "check_bounds", "check_top_k", "exclude_arrays", "allowed_array",
-           "padded_top", "NEG_INF"]
+__all__ = ["top_k_of_scores", "TopKAccumulator", "top_k_of_scores_naive", "ranks_below", "heap_sift_down",
+           "heap_offer", "heap_drain", "checked_csr", "check_bounds", "check_top_k", "exclude_arrays",
+           "allowed_array", "padded_top", "NEG_INF"]
 
 _JIT = dict(nogil=True, cache=True)
 NEG_INF = np.float32(-np.inf)
@@ -156,7 +158,7 @@ class TopKAccumulator:
     """The ``k`` best items of ``b`` rows whose dense scores arrive one item range at a time.
 
     ``offer(scores, offset)`` takes the ``b × width`` scores of items ``offset .. offset+width``;
-    ``result()`` returns ``(ids, scores)`` as :func:`topk_block` would have on the whole row
+    ``result()`` returns ``(ids, scores)`` as :func:`top_k_of_scores` would have on the whole row
     (best first, ties by lower item id, −1 / −inf padding), so a score block never needs to
     span the catalog: a block that stays in cache between its product and its scan.
 
@@ -166,7 +168,7 @@ class TopKAccumulator:
     n_items : int
     exclude : scipy.sparse matrix, shape (b, n_items), optional
     allowed : numpy.ndarray of bool, shape (n_items,), optional
-        As in :func:`topk_block`.
+        As in :func:`top_k_of_scores`.
     """
 
     def __init__(self, b: int, k: int, n_items: int, exclude=None, allowed=None) -> None:
@@ -264,7 +266,7 @@ def padded_top(b: int, k: int):
 # --------------------------------------------------------------------------------------------
 
 
-def topk_block(scores, k: int, exclude=None, allowed=None):
+def top_k_of_scores(scores, k: int, exclude=None, allowed=None):
     """The ``k`` best items of each row of a dense score block.
 
     Parameters
@@ -297,8 +299,8 @@ def topk_block(scores, k: int, exclude=None, allowed=None):
     return ids, top
 
 
-def topk_block_naive(scores, k: int, exclude=None, allowed=None):
-    """Twin of :func:`topk_block`: sort each row's candidates in Python."""
+def top_k_of_scores_naive(scores, k: int, exclude=None, allowed=None):
+    """Twin of :func:`top_k_of_scores`: sort each row's candidates in Python."""
     scores = np.asarray(scores).astype(np.float32)
     b, n = scores.shape
     ids = np.full((b, k), -1, np.int64)

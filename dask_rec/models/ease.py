@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dask_rec.kernels.ease import BAND, dense_bytes, ease_scores, ease_weights
-from dask_rec.kernels.topk import topk_block
+from dask_rec.kernels.topk import top_k_of_scores
 
 from ._item_item import gramian_stage, run_fit
 from .base import Recommender
@@ -116,10 +116,10 @@ class EASE(Recommender):
         parts = []
         for a in range(0, X.shape[0], SCORE_ROWS):
             rows = X[a:a + SCORE_ROWS]
-            parts.append(topk_block(ease_scores(rows, self.weights_), k, exclude=rows if exclude_seen else None,
+            parts.append(top_k_of_scores(ease_scores(rows, self.weights_), k, exclude=rows if exclude_seen else None,
                                     allowed=allowed))
         if not parts:
-            return topk_block(np.zeros((0, self.n_items), np.float32), k)
+            return top_k_of_scores(np.zeros((0, self.n_items), np.float32), k)
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
     def similar_items(self, items, k: int = 10):
@@ -131,7 +131,7 @@ class EASE(Recommender):
         import scipy.sparse as sp
 
         itself = sp.csr_matrix((np.ones(items.size), (np.arange(items.size), items)), shape=(items.size, self.n_items))
-        ids, scores = topk_block(self.weights_[items], k, exclude=itself)
+        ids, scores = top_k_of_scores(self.weights_[items], k, exclude=itself)
         return (ids[0], scores[0]) if single else (ids, scores)
 
     def save(self, path, *, overwrite: bool = False) -> str:

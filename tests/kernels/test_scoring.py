@@ -19,7 +19,7 @@ from dask_rec.kernels.scoring import (
     similar_items_block,
     similar_items_block_naive,
 )
-from dask_rec.kernels.topk import topk_block, topk_block_naive
+from dask_rec.kernels.topk import top_k_of_scores, top_k_of_scores_naive
 
 HYPOTHESIS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -100,7 +100,7 @@ def test_score_block_on_real_sized_model(rng):
     np.testing.assert_allclose(score_block(X, W1, W2), (X @ W1 @ W2).toarray(), rtol=1e-5, atol=1e-6)
 
 
-# ---------------------------------------------------------------------------- topk_block
+# ---------------------------------------------------------------------------- top_k_of_scores
 
 
 @HYPOTHESIS
@@ -113,8 +113,8 @@ def test_topk_block_matches_twin(seed, b, n, k, use_exclude, use_allowed):
     scores[rng.random((b, n)) < 0.1] = np.nan
     exclude = _sparse(rng, (b, n), 0.3) if use_exclude else None
     allowed = rng.random(n) < 0.7 if use_allowed else None
-    ids, top = topk_block(scores, k, exclude=exclude, allowed=allowed)
-    ids_n, top_n = topk_block_naive(scores, k, exclude=exclude, allowed=allowed)
+    ids, top = top_k_of_scores(scores, k, exclude=exclude, allowed=allowed)
+    ids_n, top_n = top_k_of_scores_naive(scores, k, exclude=exclude, allowed=allowed)
     np.testing.assert_array_equal(ids, ids_n)
     np.testing.assert_array_equal(top, top_n)
     _assert_contract(ids, top, exclude)
@@ -126,7 +126,7 @@ def test_topk_block_hand_example():
     scores = np.array([[0.5, 2.0, 2.0, -1.0, 3.0],
                        [-np.inf, -2.0, np.nan, -1.0, -np.inf]], dtype=np.float32)
     exclude = sp.csr_matrix(np.array([[0, 0, 0, 0, 1], [0, 0, 0, 0, 0]]))
-    ids, top = topk_block(scores, 4, exclude=exclude)
+    ids, top = top_k_of_scores(scores, 4, exclude=exclude)
     # row 0: item 4 is masked; 1 and 2 tie at 2.0 -> lower id first
     np.testing.assert_array_equal(ids, [[1, 2, 0, 3], [3, 1, -1, -1]])
     np.testing.assert_array_equal(top, np.array([[2, 2, 0.5, -1], [-1, -2, -np.inf, -np.inf]], np.float32))
@@ -134,10 +134,10 @@ def test_topk_block_hand_example():
 
 def test_topk_block_float64_scores_and_k_zero():
     scores = np.array([[1.0, 3.0, 2.0]])
-    ids, top = topk_block(scores, 2)
+    ids, top = top_k_of_scores(scores, 2)
     np.testing.assert_array_equal(ids, [[1, 2]])
     assert top.dtype == np.float32
-    ids, top = topk_block(scores, 0)
+    ids, top = top_k_of_scores(scores, 0)
     assert ids.shape == (1, 0) and top.shape == (1, 0)
 
 
@@ -161,7 +161,7 @@ def test_recommend_block_is_topk_of_score_block_bit_for_bit(problem, exclude_see
     X, W1, W2, k = problem
     ids, top = recommend_block(X, W1, W2, k, exclude_seen=exclude_seen)
     dense = score_block(X, W1, W2, fill_value=-np.inf)
-    ids_d, top_d = topk_block(dense, k, exclude=X if exclude_seen else None)
+    ids_d, top_d = top_k_of_scores(dense, k, exclude=X if exclude_seen else None)
     np.testing.assert_array_equal(ids, ids_d)
     np.testing.assert_array_equal(top, top_d)
 
@@ -194,8 +194,8 @@ def test_recommend_block_chunked_scan_on_many_items(seed, n, k, use_allowed, wit
         W2.data[rng.random(W2.nnz) < 0.02] = np.nan
     allowed = rng.random(n) < 0.7 if use_allowed else None
     ids, top = recommend_block(X, W1, W2, k, allowed=allowed)
-    dense = score_block(X, W1, W2, fill_value=-np.inf)  # no chunks in topk_block's scan
-    ids_d, top_d = topk_block(dense, k, exclude=X, allowed=allowed)
+    dense = score_block(X, W1, W2, fill_value=-np.inf)  # no chunks in top_k_of_scores's scan
+    ids_d, top_d = top_k_of_scores(dense, k, exclude=X, allowed=allowed)
     np.testing.assert_array_equal(ids, ids_d)
     np.testing.assert_array_equal(top, top_d)
     _assert_contract(ids, top, X)
@@ -285,7 +285,7 @@ def test_input_validation():
     with pytest.raises(ValueError, match="allowed"):
         recommend_block(sp.csr_matrix((1, 3)), W, W, 2, allowed=np.ones(2, bool))
     with pytest.raises(ValueError, match="exclude"):
-        topk_block(np.zeros((2, 3)), 1, exclude=sp.csr_matrix((1, 3)))
+        top_k_of_scores(np.zeros((2, 3)), 1, exclude=sp.csr_matrix((1, 3)))
 
 
 # ---------------------------------------------------------------------------- similar items, popularity
@@ -355,9 +355,9 @@ def test_agrees_with_reference_sansa_recommend(rng):
 
 @pytest.mark.parametrize("tile", [1, 7, 50, 64])
 def test_topk_accumulator_over_item_ranges_equals_topk_block(tile):
-    """Scores offered one item range at a time select what topk_block selects on whole rows,
+    """Scores offered one item range at a time select what top_k_of_scores selects on whole rows,
     ties (rounded scores), exclusions, the allowed mask, -inf and NaN included."""
-    from dask_rec.kernels.topk import TopKAccumulator, topk_block
+    from dask_rec.kernels.topk import TopKAccumulator, top_k_of_scores
 
     rng = np.random.default_rng(tile)
     b, n, k = 9, 64, 6
@@ -371,7 +371,7 @@ def test_topk_accumulator_over_item_ranges_equals_topk_block(tile):
         for t0 in range(0, n, tile):
             acc.offer(scores[:, t0:t0 + tile], t0)
         got = acc.result()
-        want = topk_block(scores, k, **kwargs)
+        want = top_k_of_scores(scores, k, **kwargs)
         np.testing.assert_array_equal(got[0], want[0])
         np.testing.assert_array_equal(got[1], want[1])
     with pytest.raises(ValueError, match="do not fit"):

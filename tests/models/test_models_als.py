@@ -229,11 +229,11 @@ class _ImplicitFoldIn:
         self.n_items = model.item_factors.shape[0]
 
     def topk_block(self, X_block, k, exclude_seen=True, allowed=None, n_threads=1):
-        from dask_rec.kernels.topk import topk_block
+        from dask_rec.kernels.topk import top_k_of_scores
 
         X = sp.csr_matrix(X_block, dtype=np.float32)
         U = self.model.recalculate_user(np.arange(X.shape[0]), X)
-        return topk_block(U @ self.model.item_factors.T, k, exclude=X if exclude_seen else None)
+        return top_k_of_scores(U @ self.model.item_factors.T, k, exclude=X if exclude_seen else None)
 
 
 def _compare_with_implicit(name, factors, regularization, alpha, iterations, same_start, n_test):

@@ -174,12 +174,12 @@ class _ImplicitItemItem:
         self.model, self.n_items = model, n_items
 
     def topk_block(self, X_block, k, exclude_seen=True, allowed=None, n_threads=1):
-        from dask_rec.kernels.topk import topk_block
+        from dask_rec.kernels.topk import top_k_of_scores
 
         X = sp.csr_matrix(X_block, dtype=np.float32)
         scores = (X @ sp.csr_matrix(self.model.similarity, dtype=np.float32)).toarray()
         scores[scores == 0] = -np.inf  # as ours: an item no history item points to is no candidate
-        return topk_block(scores, k, exclude=X if exclude_seen else None)
+        return top_k_of_scores(scores, k, exclude=X if exclude_seen else None)
 
 
 @pytest.mark.filterwarnings("ignore:Method expects CSR input")
