@@ -1,4 +1,4 @@
-"""PopRec, RandomRec, Wilson, UserPopRec and SANSA against the contract and hand-computed answers."""
+"""PopRec, RandomRec, Wilson and UserPopRec against the contract and hand-computed answers."""
 
 from __future__ import annotations
 
@@ -51,39 +51,6 @@ class TestUserPopRec(RecommenderConformance):
 
     def known_answer(self, X):
         return {((0,), 2, True): np.array([[-1, -1]])}
-
-
-class TestSANSA(RecommenderConformance):
-    def make_model(self):
-        from dask_rec import SANSA, SANSAConfig
-
-        return _SANSAAdapter(SANSA(SANSAConfig(l2=5.0, weight_matrix_density=0.5)))
-
-
-class _SANSAAdapter:
-    """SANSA is not a Recommender subclass: give it the two methods the mixin uses."""
-
-    def __init__(self, model):
-        self.wrapped = model
-
-    def fit(self, X):
-        self.wrapped.fit(X)
-        return self
-
-    def recommend(self, X, k):
-        return self.wrapped.recommend(X, k)
-
-    def scorer(self):
-        from dask_rec.serving.scorers import resolve_scorer
-
-        return resolve_scorer(self.wrapped)
-
-    def save(self, path):
-        self.wrapped.save(path)
-
-    def __getattr__(self, name):
-        return getattr(self.wrapped, name)
-
 
 
 def test_wilson_bound_hand_computed():

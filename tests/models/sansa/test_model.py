@@ -15,6 +15,7 @@ from dask_rec import (
     SANSAConfig,
     UMRUnitLowerTriangleInverterConfig,
 )
+from conformance import RecommenderConformance
 from oracles import ease_weights, offdiagonal_relative_error, random_interactions
 
 
@@ -206,3 +207,10 @@ def test_sansa_implements_the_recommender_contract():
     np.testing.assert_array_equal(ids, want_ids)
     np.testing.assert_array_equal(scores, want_scores)
     assert model.scorer().n_items == 30
+
+
+class TestSANSAConformance(RecommenderConformance):
+    """SANSA through the recommender contract's conformance suite, like every other model."""
+
+    def make_model(self):
+        return SANSA(SANSAConfig(l2=5.0, weight_matrix_density=0.5))
