@@ -27,7 +27,7 @@ from scipy.linalg import lapack
 from .neighbors import gramian_columns
 from .tiled_inverse import TILE, spd_inverse_lower
 
-__all__ = ["ease_weights", "dense_bytes", "ease_scores", "BAND", "DIRECT_BYTES"]
+__all__ = ["ease_weights", "dense_bytes", "solve_bytes", "ease_scores", "BAND", "DIRECT_BYTES"]
 
 #: Rows per band when copying the inverse's triangle and scaling (bounded temporaries).
 BAND = 1024
@@ -38,6 +38,16 @@ DIRECT_BYTES = 2**31
 def dense_bytes(n_items: int, dtype="float32") -> int:
     """Bytes of the one dense ``n_items × n_items`` array the solve holds."""
     return int(n_items) ** 2 * np.dtype(dtype).itemsize
+
+
+def solve_bytes(n_items: int, dtype="float32") -> int:
+    """Bytes the solve holds at its peak: the dense array and its largest temporaries (two
+    ``n × BAND`` float64 bands in the copy; two ``n × TILE`` panels in the tiled inverse)."""
+    n = int(n_items)
+    temporaries = 2 * n * BAND * 8
+    if dense_bytes(n, dtype) > DIRECT_BYTES:
+        temporaries = max(temporaries, 2 * n * TILE * np.dtype(dtype).itemsize)
+    return dense_bytes(n, dtype) + temporaries
 
 
 def ease_weights(blocks, starts, n_items: int, l2: float, dtype="float32", direct_bytes: int | None = None,

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dask_rec.kernels.ease import BAND, dense_bytes, ease_scores, ease_weights
+from dask_rec.kernels.ease import dense_bytes, ease_scores, ease_weights, solve_bytes
 from dask_rec.kernels.topk import top_k_of_scores
 
 from ._item_item import gramian_stage, run_fit
@@ -86,7 +86,7 @@ class EASE(Recommender):
 
         n = int(source.shape[1])
         dtype = self.config.dtype
-        need = dense_bytes(n, dtype) + 2 * n * BAND * 8
+        need = solve_bytes(n, dtype)
         knob = ("use a big-memory worker with more memory, dtype float32" if dtype == "float64" else
                 "use a big-memory worker with more memory") + ", or SANSA / SLIM (sparse) for this catalog"
         require("ease", need, memory_limits(executor).bigmem,

@@ -116,3 +116,12 @@ def test_cluster_refusal_names_the_bigmem_workers_limit():
         with pytest.raises(InsufficientMemoryError, match=r"stage ease: the dense 10,000 x 10,000 float32 solve "
                                                           r"\(0\.37 GiB for B\) .* more than the 256\.0 MiB"):
             EASE().fit(X, client=client)
+
+
+def test_solve_bytes_count_the_tiled_panels():
+    from dask_rec.kernels.ease import solve_bytes
+
+    # 1,000 items: whole-matrix LAPACK, the copy's two float64 bands of 1024 columns
+    assert solve_bytes(1_000, "float32") == 1_000**2 * 4 + 2 * 1_000 * 1024 * 8
+    # 30,000 float64 items (7.2 GB > 2 GiB): tiled, two 2048-column float64 panels dominate
+    assert solve_bytes(30_000, "float64") == 30_000**2 * 8 + 2 * 30_000 * 2048 * 8
