@@ -95,21 +95,26 @@ def _gather_row(lo, hi, indices, data, Y, alpha, Yu, Cu, pos):
 
 
 @numba.njit(**_JIT)
-def _cholesky_row(m, Yu, Cu, G, A, x):
+def _cholesky_row(m, Yu, Cu, G, A, x, Z_flat, P, b):
     """Solve one row's system ``(G + Y_u^T (C_u - I) Y_u) x = Y_u^T c_u`` from its gathered
-    ``m`` items (:func:`_gather_row`); the two products are BLAS calls.
+    ``m`` items (:func:`_gather_row`); the two products are BLAS calls into the buffers
+    ``Z_flat`` (at least ``m k``), ``P`` (k x k) and ``b`` (k).
 
     Returns 1 when solved, 0 when the row has no stored value > 0 (x = 0), -1 when not SPD.
     """
     if m == 0:
         x[:] = 0.0
         return 0
+    k = G.shape[0]
     Y_m = Yu[:m]
-    Z = np.empty_like(Y_m)
+    Z = Z_flat[: m * k].reshape((m, k))
     for a in range(m):
         Z[a] = (Cu[a] - 1.0) * Y_m[a]
-    A[:, :] = G + np.dot(Z.T, Y_m)
-    b = np.dot(Cu[:m], Y_m)
+    np.dot(Z.T, Y_m, P)
+    for i in range(k):
+        for j in range(k):
+            A[i, j] = G[i, j] + P[i, j]
+    np.dot(Cu[:m], Y_m, b)
     if not _cholesky_solve(A, b, x):
         x[:] = 0.0
         return -1
@@ -123,18 +128,26 @@ def _fold_in_kernel(indptr, indices, data, Y, W, G, alpha, X):
     With ``W = Y G^-1`` (precomputed once per model) and a user's ``m`` items ``Y_u``, ``W_u``,
     ``C_u``: ``x = g - W_u^T (D^-1 + Y_u W_u^T)^-1 Y_u g`` with ``g = W_u^T c`` and
     ``D = C_u - I``, an ``m x m`` solve instead of ``k x k`` (used when ``m < k`` and every
-    ``c > 1``). The products over the row's items are BLAS calls on its gathered factors.
+    ``c > 1``). The products over the row's items are BLAS calls on its gathered factors, into
+    buffers allocated once per call (no allocation per row).
     """
     n, k = X.shape
-    longest = 0
+    longest = 1
     for u in range(n):
         longest = max(longest, indptr[u + 1] - indptr[u])
-    Yu = np.empty((max(longest, 1), k))
-    Wu = np.empty((min(max(longest, 1), k), k))
-    Cu = np.empty(max(longest, 1))
-    pos = np.empty(max(longest, 1), np.int64)
+    Yu = np.empty((longest, k))
+    Wu = np.empty((min(longest, k), k))
+    Cu = np.empty(longest)
+    pos = np.empty(longest, np.int64)
+    Z_flat = np.empty(longest * k)
+    S_flat = np.empty(k * k)
     A = np.empty((k, k))
+    P = np.empty((k, k))
     x = np.empty(k)
+    g = np.empty(k)
+    h = np.empty(k)
+    t = np.empty(k)
+    w = np.empty(k)
     failed = -1
     for u in range(n):
         m = _gather_row(indptr[u], indptr[u + 1], indices, data, Y, alpha, Yu, Cu, pos)
@@ -147,16 +160,18 @@ def _fold_in_kernel(indptr, indices, data, Y, W, G, alpha, X):
             for a in range(m):
                 Wu[a] = W[pos[a]]
             Y_m, W_m = Yu[:m], Wu[:m]
-            g = np.dot(Cu[:m], W_m)
-            h = np.dot(Y_m, g)
-            S = np.dot(Y_m, W_m.T)
+            np.dot(Cu[:m], W_m, g)
+            np.dot(Y_m, g, h[:m])
+            S = S_flat[: m * m].reshape((m, m))
+            np.dot(Y_m, W_m.T, S)
             for a in range(m):
                 S[a, a] += 1.0 / (Cu[a] - 1.0)
-            t = np.empty(m)
-            if _cholesky_solve(S, h, t):
-                x[:] = g - np.dot(t, W_m)
+            if _cholesky_solve(S, h[:m], t[:m]):
+                np.dot(t[:m], W_m, w)
+                for j in range(k):
+                    x[j] = g[j] - w[j]
                 solved = True
-        if not solved and _cholesky_row(m, Yu, Cu, G, A, x) < 0 and failed < 0:
+        if not solved and _cholesky_row(m, Yu, Cu, G, A, x, Z_flat, P, h) < 0 and failed < 0:
             failed = u
         for j in range(k):
             X[u, j] = x[j]

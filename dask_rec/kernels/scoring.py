@@ -328,7 +328,12 @@ def recommend_block(X_block, W1, W2, k: int, exclude_seen: bool = True, allowed=
 
 
 def run_chunks(run, n_rows: int, n_threads: int, min_rows: int = 64) -> None:
-    """Call ``run(a, b)`` over row chunks, on ``n_threads`` threads when that is worth it."""
+    """Call ``run(a, b)`` over row chunks, on ``n_threads`` threads when that is worth it.
+
+    While several threads run, BLAS is held to one thread (threadpoolctl, process-wide): each
+    Python thread already has a core, and BLAS pools of their own on top oversubscribe them (ALS
+    scoring on 2 cores ran 3× slower that way).
+    """
     n_threads = max(1, int(n_threads))
     n_chunks = min(4 * n_threads, max(1, n_rows // min_rows)) if n_threads > 1 else 1
     if n_chunks == 1:
@@ -336,8 +341,10 @@ def run_chunks(run, n_rows: int, n_threads: int, min_rows: int = 64) -> None:
         return
     from concurrent.futures import ThreadPoolExecutor
 
+    from threadpoolctl import threadpool_limits
+
     edges = np.linspace(0, n_rows, n_chunks + 1).astype(np.int64)
-    with ThreadPoolExecutor(min(n_threads, n_chunks)) as pool:
+    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(min(n_threads, n_chunks)) as pool:
         for f in [pool.submit(run, a, b) for a, b in zip(edges[:-1], edges[1:])]:
             f.result()
 

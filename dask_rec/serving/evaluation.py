@@ -20,7 +20,7 @@ import scipy.sparse as sp
 from dask_rec.executor import executor_for, is_future
 from dask_rec.kernels.metrics import METRICS, finalize_metrics, merge_metric_sums, metric_sums
 from dask_rec.kernels.scoring import popularity_order, popularity_topk_block
-from dask_rec.serving.scorers import resolve_scorer, share
+from dask_rec.serving.scorers import realign, resolve_scorer, share
 from dask_rec.stages.user_blocks import block_bounds, is_store, load_rows, row_payloads, task_threads
 
 __all__ = ["StrongGeneralizationSplit", "split_strong_generalization", "evaluate", "PopularityBaseline"]
@@ -176,7 +176,7 @@ class PopularityBaseline:
 
 
 def _evaluate_task(history, targets, shared, k_max, ks, metrics, exclude_seen, n_threads):
-    scorer = shared[0]
+    scorer = realign(shared[0])
     X = load_rows(history)
     T = load_rows(targets)
     has = np.diff(T.indptr) > 0

@@ -38,7 +38,7 @@ import scipy.sparse as sp
 from dask_rec.data.vocabulary import as_vocabulary
 from dask_rec.executor import executor_for, is_future
 from dask_rec.kernels.scoring import popularity_order
-from dask_rec.serving.scorers import resolve_scorer, share
+from dask_rec.serving.scorers import realign, resolve_scorer, share
 from dask_rec.stages.user_blocks import StoreRows, block_bounds, is_store, load_rows, row_payloads, take_rows, task_threads
 from dask_rec.validation import check_int
 
@@ -109,7 +109,7 @@ def _frame(user_ids, ids, scores, item_ids) -> pd.DataFrame:
 
 
 def _recommend_task(payload, user_ids, part_path, shared, k, exclude_seen, schema, n_threads):
-    scorer, item_ids, fallback = shared
+    scorer, item_ids, fallback = realign(shared, depth=3)
     X = load_rows(payload)
     ids, scores = scorer.topk_block(X, k, exclude_seen=exclude_seen, n_threads=n_threads)
     if fallback is not None:
