@@ -282,3 +282,21 @@ def read_parquet_dir(path: Path):
     files = sorted(Path(path).glob("*.parquet"))
     assert files, f"no Parquet files in {path}"
     return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+
+
+@contextlib.contextmanager
+def gathered(client):
+    """Record every result ``client.gather`` returns while the block runs (a list, yielded)."""
+    received = []
+    original = client.gather
+
+    def spy(futures, *args, **kwargs):
+        result = original(futures, *args, **kwargs)
+        received.append(result)
+        return result
+
+    client.gather = spy
+    try:
+        yield received
+    finally:
+        client.gather = original

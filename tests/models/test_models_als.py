@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
+from cluster_utils import gathered
 from conformance import RecommenderConformance, small_interactions
 from dask_rec.kernels.als import solve_rows, solve_rows_naive
 from dask_rec.kernels.factors import factor_gramian, init_factors, objective_naive, row_losses
@@ -323,20 +324,9 @@ def test_solves_run_on_both_workers_and_only_small_results_reach_the_client(loca
     from distributed import get_task_stream
 
     X = _weighted(14, 2000, 300, density=0.05)
-    received = []
-    original = local_client.gather
-
-    def spy(futures, *args, **kwargs):
-        result = original(futures, *args, **kwargs)
-        received.append(result)
-        return result
-
-    local_client.gather = spy
-    try:
-        with get_task_stream(local_client) as ts, dask.config.set({"dask_rec.blocks.target-nnz": 2000}):
-            model = ALS(ALSConfig(factors=6, iterations=3)).fit(X, client=local_client)
-    finally:
-        local_client.gather = original
+    with gathered(local_client) as received, get_task_stream(local_client) as ts, \
+            dask.config.set({"dask_rec.blocks.target-nnz": 2000}):
+        model = ALS(ALSConfig(factors=6, iterations=3)).fit(X, client=local_client)
     workers = {}
     for rec in ts.data:
         name = rec["key"] if isinstance(rec["key"], str) else str(rec["key"])

@@ -20,6 +20,7 @@ from dask_rec import (  # noqa: E402
     SANSAConfig,
     UMRUnitLowerTriangleInverterConfig,
 )
+from cluster_utils import gathered  # noqa: E402
 from shared_data import interaction_matrix  # noqa: E402
 
 CONFIG = SANSAConfig(10.0, 2e-3, ICFGramianFactorizerConfig(),
@@ -80,19 +81,9 @@ def test_task_placement_and_client_traffic(yelp):
     X = yelp[:12000]
     with _bigmem_cluster() as cluster, Client(cluster) as client:
         client.wait_for_workers(2)
-        received = []
-        original = client.gather
-
-        def spy(futures, *args, **kwargs):
-            result = original(futures, *args, **kwargs)
-            received.append(result)
-            return result
-
-        client.gather = spy
-        with distributed.get_task_stream(client) as ts, dask.config.set({"dask_rec.blocks.target-nnz": 40_000,
-                                                                         "dask_rec.model.fetch-bytes": 0}):
+        with gathered(client) as received, distributed.get_task_stream(client) as ts, \
+                dask.config.set({"dask_rec.blocks.target-nnz": 40_000, "dask_rec.model.fetch-bytes": 0}):
             model = SANSA(CONFIG).fit(X, client=client, progress=False)  # fetch-bytes 0: weights stay there
-        client.gather = original
         names = {w["id"]: addr for addr, w in client.scheduler_info()["workers"].items()}
         big = names["big"]
         by_prefix = {}
