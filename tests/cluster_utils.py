@@ -300,3 +300,36 @@ def gathered(client):
         yield received
     finally:
         client.gather = original
+
+
+@contextlib.contextmanager
+def kill_worker_during(client, key_prefixes, timeout: float = 120.0):
+    """SIGKILL the first worker process seen running a task whose key starts with one of
+    ``key_prefixes`` (looking every 5 ms, for at most ``timeout`` s) while the block runs.
+
+    Yields the list of killed worker addresses (empty when no such task was seen).
+    """
+    import threading
+
+    prefixes = (key_prefixes,) if isinstance(key_prefixes, str) else tuple(key_prefixes)
+    killed = []
+    done = threading.Event()
+    pids = client.run(os.getpid)
+
+    def killer():
+        deadline = time.time() + timeout
+        while time.time() < deadline and not done.is_set():
+            for addr, keys in client.processing().items():
+                if any(str(k).startswith(prefixes) for k in keys):
+                    os.kill(pids[addr], signal.SIGKILL)
+                    killed.append(addr)
+                    return
+            time.sleep(0.005)
+
+    thread = threading.Thread(target=killer, daemon=True)
+    thread.start()
+    try:
+        yield killed
+    finally:
+        done.set()
+        thread.join(5)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from cluster_utils import gathered
+from cluster_utils import gathered, kill_worker_during
 from conformance import RecommenderConformance, small_interactions
 from dask_rec.kernels.als import solve_rows, solve_rows_naive
 from dask_rec.kernels.factors import factor_gramian, init_factors, objective_naive, row_losses
@@ -274,11 +274,6 @@ def test_recall_and_ndcg_match_implicit_on_large_datasets(name):
 
 def test_a_worker_killed_mid_iteration_costs_time_not_the_result():
     """Kill one of three worker processes while item-solve tasks run: same factors as undisturbed."""
-    import os
-    import signal
-    import threading
-    import time
-
     import dask
     from distributed import Client, LocalCluster
 
@@ -288,23 +283,8 @@ def test_a_worker_killed_mid_iteration_costs_time_not_the_result():
         undisturbed = ALS(config).fit(X, keep_user_factors=True)
         with LocalCluster(n_workers=3, threads_per_worker=1, processes=True, dashboard_address=":0",
                           silence_logs=50) as cluster, Client(cluster, set_as_default=False) as client:
-            killed = []
-            pids = client.run(os.getpid)
-
-            def killer():
-                deadline = time.time() + 60
-                while time.time() < deadline and not killed:
-                    for addr, keys in client.processing().items():
-                        if any(str(k).startswith("als-items-3-solve") for k in keys):
-                            os.kill(pids[addr], signal.SIGKILL)
-                            killed.append(addr)
-                            return
-                    time.sleep(0.005)
-
-            thread = threading.Thread(target=killer, daemon=True)
-            thread.start()
-            model = ALS(config).fit(X, client=client, keep_user_factors=True)
-            thread.join(5)
+            with kill_worker_during(client, "als-items-3-solve", timeout=60) as killed:
+                model = ALS(config).fit(X, client=client, keep_user_factors=True)
     assert killed, "no item-solve task was seen running, so no worker was killed"
     np.testing.assert_array_equal(model.item_factors_, undisturbed.item_factors_)
     np.testing.assert_array_equal(model.user_factors_, undisturbed.user_factors_)

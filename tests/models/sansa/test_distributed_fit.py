@@ -1,10 +1,5 @@
 """The fit on a Dask cluster: same numbers as in process, work spread, nothing big at the client, lost workers."""
 
-import os
-import signal
-import threading
-import time
-
 import dask.config
 import numpy as np
 import pytest
@@ -20,7 +15,7 @@ from dask_rec import (  # noqa: E402
     SANSAConfig,
     UMRUnitLowerTriangleInverterConfig,
 )
-from cluster_utils import gathered  # noqa: E402
+from cluster_utils import gathered, kill_worker_during  # noqa: E402
 from shared_data import interaction_matrix  # noqa: E402
 
 CONFIG = SANSAConfig(10.0, 2e-3, ICFGramianFactorizerConfig(),
@@ -118,25 +113,10 @@ def test_lost_worker_during_umr_gives_the_same_model(yelp, yelp_in_process):
     """Kill one of three worker processes while the UMR column tasks run: the fit completes, same weights."""
     with LocalCluster(n_workers=3, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
             Client(cluster) as client:
-        killed = []
-        pids = client.run(os.getpid)
-
-        def killer():
-            deadline = time.time() + 120
-            while time.time() < deadline and not killed:
-                for addr, keys in client.processing().items():
-                    # any of the UMR stage's column-block tasks (the stage is a few seconds now, and
-                    # the update rounds alone were sometimes missed between two looks)
-                    if any(str(k).startswith(("umr-initial", "umr-update", "umr-prune", "umr-residual")) for k in keys):
-                        os.kill(pids[addr], signal.SIGKILL)
-                        killed.append(addr)
-                        return
-                time.sleep(0.005)
-
-        thread = threading.Thread(target=killer, daemon=True)
-        thread.start()
-        model = SANSA(CONFIG).fit(yelp, client=client, progress=False)
-        thread.join(5)
+        # any of the UMR stage's column-block tasks (the stage is a few seconds now, and the update
+        # rounds alone were sometimes missed between two looks)
+        with kill_worker_during(client, ("umr-initial", "umr-update", "umr-prune", "umr-residual")) as killed:
+            model = SANSA(CONFIG).fit(yelp, client=client, progress=False)
         weights = model.weights
     assert killed, "no UMR task was seen running, so no worker was killed"
     _same_weights(weights, yelp_in_process.weights)
