@@ -143,34 +143,39 @@ def _fallback(item_counts, k: int, n_items: int):
 # --------------------------------------------------------------------------------------------
 
 
+def _all_rows(source, user_vocab, users_per_block):
+    """Every row of a matrix or store, in blocks: (payloads, user-id arrays)."""
+    all_ids = user_vocab.ids if user_vocab is not None else np.arange(source.shape[0])
+    bounds = block_bounds(source, users_per_block)
+    return row_payloads(source, bounds), [all_ids[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def _requested(users, user_vocab, n_rows: int, unknown: str):
+    """The requested users and their row codes (−1: unknown, an error with ``unknown='error'``)."""
+    users = np.asarray(users)
+    codes = _codes(users, user_vocab, n_rows, "user")
+    if unknown == "error" and (codes < 0).any():
+        _unknown_error(users, codes, "user")
+    return users, codes
+
+
 def _plan_matrix(X, users, user_vocab, unknown, users_per_block):
     X = sp.csr_matrix(X)
-    all_ids = user_vocab.ids if user_vocab is not None else np.arange(X.shape[0])
     if users is None:
-        bounds = block_bounds(X, users_per_block)
-        return row_payloads(X, bounds), [all_ids[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
-    users = np.asarray(users)
-    codes = _codes(users, user_vocab, X.shape[0], "user")
-    if (codes < 0).any():
-        if unknown == "error":
-            _unknown_error(users, codes, "user")
-        if unknown == "drop":
-            users, codes = users[codes >= 0], codes[codes >= 0]
+        return _all_rows(X, user_vocab, users_per_block)
+    users, codes = _requested(users, user_vocab, X.shape[0], unknown)
+    if unknown == "drop":
+        users, codes = users[codes >= 0], codes[codes >= 0]
     sub = take_rows(X, codes)
     bounds = block_bounds(sub, users_per_block)
     return row_payloads(sub, bounds), [users[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
 
 
 def _plan_store(store, users, user_vocab, unknown, users_per_block):
-    all_ids = user_vocab.ids if user_vocab is not None else np.arange(store.shape[0])
     if users is None:
-        bounds = block_bounds(store, users_per_block)
-        return row_payloads(store, bounds), [all_ids[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
-    users = np.asarray(users)
-    codes = _codes(users, user_vocab, store.shape[0], "user")
+        return _all_rows(store, user_vocab, users_per_block)
+    users, codes = _requested(users, user_vocab, store.shape[0], unknown)
     missing = codes < 0
-    if missing.any() and unknown == "error":
-        _unknown_error(users, codes, "user")
     payloads, user_ids = [], []
     order = np.argsort(codes[~missing], kind="stable")
     known_codes, known_users = codes[~missing][order], users[~missing][order]
