@@ -22,6 +22,8 @@ import numpy as np
 import scipy.sparse as sp
 from numba import njit
 
+from .topk import ranks_below
+
 __all__ = ["MODES", "top_k_from_rows", "item_column_costs", "balanced_ranges"]
 
 #: Value of a candidate, by name (ItemKNN's similarities, then the rules' metrics).
@@ -49,12 +51,6 @@ def balanced_ranges(costs, n_ranges: int) -> np.ndarray:
     return np.unique(np.r_[0, cuts, n]).astype(np.int64)
 
 
-@njit(inline="always")
-def _worse(v, i, w, j):
-    """Whether candidate ``(v, i)`` ranks below ``(w, j)``: a lower value, or equal and a higher index."""
-    return v < w or (v == w and i > j)
-
-
 @njit
 def _keep_best(vals, idx, n, k):
     """Reorder ``vals[:n], idx[:n]`` so that the ``k`` best (value, then lower index) come first,
@@ -62,26 +58,26 @@ def _keep_best(vals, idx, n, k):
     lo, hi = 0, n - 1
     while True:
         if hi - lo < 2:
-            if hi > lo and _worse(vals[lo], idx[lo], vals[hi], idx[hi]):
+            if hi > lo and ranks_below(vals[lo], idx[lo], vals[hi], idx[hi]):
                 vals[lo], vals[hi] = vals[hi], vals[lo]
                 idx[lo], idx[hi] = idx[hi], idx[lo]
             return vals[k - 1], idx[k - 1]
         mid = (lo + hi) // 2  # median of three to the middle, best first
-        if _worse(vals[lo], idx[lo], vals[mid], idx[mid]):
+        if ranks_below(vals[lo], idx[lo], vals[mid], idx[mid]):
             vals[lo], vals[mid] = vals[mid], vals[lo]
             idx[lo], idx[mid] = idx[mid], idx[lo]
-        if _worse(vals[lo], idx[lo], vals[hi], idx[hi]):
+        if ranks_below(vals[lo], idx[lo], vals[hi], idx[hi]):
             vals[lo], vals[hi] = vals[hi], vals[lo]
             idx[lo], idx[hi] = idx[hi], idx[lo]
-        if _worse(vals[mid], idx[mid], vals[hi], idx[hi]):
+        if ranks_below(vals[mid], idx[mid], vals[hi], idx[hi]):
             vals[mid], vals[hi] = vals[hi], vals[mid]
             idx[mid], idx[hi] = idx[hi], idx[mid]
         pv, pi = vals[mid], idx[mid]
         a, b = lo, hi
         while a <= b:  # Hoare partition: better than the pivot to the left
-            while _worse(pv, pi, vals[a], idx[a]):
+            while ranks_below(pv, pi, vals[a], idx[a]):
                 a += 1
-            while _worse(vals[b], idx[b], pv, pi):
+            while ranks_below(vals[b], idx[b], pv, pi):
                 b -= 1
             if a <= b:
                 vals[a], vals[b] = vals[b], vals[a]
