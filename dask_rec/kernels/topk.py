@@ -93,33 +93,6 @@ def heap_drain(hs, hi, size, out_ids, out_scores):
 
 
 @numba.njit(**_JIT)
-def _topk_dense_kernel(scores, ex_ptr, ex_ind, use_exclude, allowed, use_allowed, out_ids, out_scores):
-    n_rows, n_items = scores.shape
-    k = out_ids.shape[1]
-    ex_mark = np.full(n_items, -1, np.int64)
-    hs = np.empty(k, np.float32)
-    hi = np.empty(k, np.int64)
-    for r in range(n_rows):
-        if use_exclude:
-            for p in range(ex_ptr[r], ex_ptr[r + 1]):
-                ex_mark[ex_ind[p]] = r
-        size = 0
-        threshold = NEG_INF
-        row = scores[r]
-        for j in range(n_items):
-            s = np.float32(row[j])
-            if s > threshold:  # as in _recommend_kernel; -inf and NaN never pass
-                if use_exclude and ex_mark[j] == r:
-                    continue
-                if use_allowed and not allowed[j]:
-                    continue
-                size = heap_offer(hs, hi, size, s, j)
-                if size == k:
-                    threshold = hs[0]
-        heap_drain(hs, hi, size, out_ids[r], out_scores[r])
-
-
-@numba.njit(**_JIT)
 def _topk_tile_kernel(scores, offset, ex_ptr, ex_ind, use_exclude, allowed, use_allowed, hs, hi, sizes):
     """Offer the scores of items ``offset .. offset + width`` of each row to its running heap."""
     n_rows, width = scores.shape
@@ -132,19 +105,20 @@ def _topk_tile_kernel(scores, offset, ex_ptr, ex_ind, use_exclude, allowed, use_
                 j = ex_ind[p]
                 if offset <= j < stop:
                     ex_mark[j - offset] = r
+        row_s, row_i = hs[r], hi[r]
         size = sizes[r]
-        threshold = hs[r, 0] if size == k else NEG_INF
+        threshold = row_s[0] if size == k else NEG_INF
         row = scores[r]
         for c in range(width):
             s = np.float32(row[c])
-            if s > threshold:  # as in _topk_dense_kernel
+            if s > threshold:  # -inf and NaN never pass
                 if use_exclude and ex_mark[c] == r:
                     continue
                 if use_allowed and not allowed[offset + c]:
                     continue
-                size = heap_offer(hs[r], hi[r], size, s, offset + c)
+                size = heap_offer(row_s, row_i, size, s, offset + c)
                 if size == k:
-                    threshold = hs[r, 0]
+                    threshold = row_s[0]
         sizes[r] = size
 
 
@@ -287,16 +261,12 @@ def top_k_of_scores(scores, k: int, exclude=None, allowed=None):
     scores : numpy.ndarray of float32, shape (b, k)
         Best first, ties broken by lower item id, padded with −1 / −inf.
     """
-    k = check_top_k(k)
     scores = np.asarray(scores)
     if scores.ndim != 2:
         raise ValueError(f"scores must be 2-D; got shape {scores.shape}")
-    ex_ptr, ex_ind, use_ex = exclude_arrays(exclude, scores.shape)
-    allowed, use_allowed = allowed_array(allowed, scores.shape[1])
-    ids, top = padded_top(scores.shape[0], k)
-    if k and scores.size:
-        _topk_dense_kernel(scores, ex_ptr, ex_ind, use_ex, allowed, use_allowed, ids, top)
-    return ids, top
+    best = TopKAccumulator(scores.shape[0], k, scores.shape[1], exclude=exclude, allowed=allowed)
+    best.offer(scores, 0)  # the whole row as one item range
+    return best.result()
 
 
 def top_k_of_scores_naive(scores, k: int, exclude=None, allowed=None):
