@@ -2,13 +2,13 @@
 
 The building blocks keep each row's ``k`` best candidates in a bounded heap with its worst at the
 root (:func:`heap_offer`, :func:`heap_drain`), ranked by score, ties by the lower item index
-(:func:`ranks_below`). :func:`top_k_of_scores` selects from a dense block of scores (a kernel;
-the models' ``topk_block`` method of :mod:`dask_rec.models.base` is the scorer contract built on
-such kernels);
-:class:`TopKAccumulator` does the same when the scores of a block arrive one item range at a
-time (so that a block of scores can stay in cache). The input checks (:func:`checked_csr`,
-:func:`exclude_arrays`, :func:`allowed_array`, :func:`check_top_k`) and the padded output
-(:func:`padded_top`) are shared with :mod:`dask_rec.kernels.scoring`.
+(:func:`ranks_below`). :class:`TopKAccumulator` keeps one heap per row while the scores of a
+block arrive one item range at a time (so that a block of scores can stay in cache);
+:func:`top_k_of_scores` is the same on a whole dense block at once. (These are kernels; the
+models' ``topk_block`` method of :mod:`dask_rec.models.base` is the scorer contract built on
+them.) The input checks (:func:`checked_csr`, :func:`exclude_arrays`, :func:`allowed_array`,
+:func:`check_top_k`) and the padded output (:func:`padded_top`) are shared with
+:mod:`dask_rec.kernels.scoring`.
 
 Recommend contract: see :mod:`dask_rec.kernels.scoring` (ids best first, ties by lower id, rows
 padded with −1 / −inf; NaN and −inf scores, excluded and disallowed items are never selected).
