@@ -25,9 +25,8 @@ import numpy as np
 import scipy.sparse as sp
 from numba import njit
 
-from .item_columns import top_k_from_rows
 
-__all__ = ["SIMILARITIES", "neighbours_block", "neighbours_block_naive", "neighbours_from_rows", "gramian_columns",
+__all__ = ["SIMILARITIES", "neighbours_block", "neighbours_block_naive", "gramian_columns",
            "weight_rows", "item_value_sums", "item_square_sums", "bm25_length_norm", "stack_rows"]
 
 SIMILARITIES = ("cosine", "jaccard", "dot")
@@ -217,19 +216,3 @@ def neighbours_block_naive(gramian_block, col_start: int, diagonal, k: int, simi
         cols.append(rows)
         vals.append(sim)
     return stack_rows(cols, vals, n_items)
-
-
-def neighbours_from_rows(X_rows, X_cols, col_start: int, col_stop: int, diagonal, k: int,
-                         similarity: str = "cosine", shrinkage: float = 0.0) -> sp.csr_matrix:
-    """Rows ``col_start:col_stop`` of the neighbour matrix S, straight from the interactions.
-
-    Each Gramian column ``G[:, j] = Σ_u x_uj · X[u, :]`` is accumulated in a dense array from the
-    users of item ``j`` and reduced at once to its ``k`` best similarities, so the Gramian is never
-    stored: the same result as :func:`neighbours_block` on the Gramian's column block (up to the
-    order of float64 summation), in a fraction of the time and memory. Parameters as
-    :func:`dask_rec.kernels.item_columns.top_k_from_rows` (``X_rows`` in CSR and ``X_cols`` in CSC,
-    ``diagonal`` = ``Σ_u x_ui²``), with ``similarity`` and ``shrinkage`` as :func:`neighbours_block`.
-    """
-    if similarity not in SIMILARITIES:
-        raise ValueError(f"similarity must be one of {SIMILARITIES}; got {similarity!r}")
-    return top_k_from_rows(X_rows, X_cols, col_start, col_stop, diagonal, k, similarity, shrinkage=shrinkage)

@@ -6,7 +6,7 @@ Two routes give the same S (up to the order of float64 sums):
   stacks the (weighted) row blocks into the whole matrix X, another converts it to CSC, and one
   task per item range (ranges balanced by the work of their Gramian columns) accumulates each
   Gramian column ``G[:, j]`` in a dense array and keeps its ``k`` best similarities at once
-  (:func:`dask_rec.kernels.neighbors.neighbours_from_rows`): the Gramian is never stored.
+  (:func:`dask_rec.kernels.item_columns.top_k_from_rows`): the Gramian is never stored.
 * **from the Gramian** (otherwise): row blocks → ``reduce_gramian`` (column blocks) → one task per
   column block gathers its diagonal segment and computes the neighbour rows of its items
   (:func:`dask_rec.kernels.neighbors.neighbours_block`).

@@ -120,11 +120,12 @@ def test_numba_neighbours_equal_the_naive_twin(similarity, shrinkage, k):
 @pytest.mark.parametrize("similarity,shrinkage,k", [("cosine", 0.0, 5), ("jaccard", 1.5, 3), ("dot", 0.0, 40),
                                                     ("cosine", 0.5, 1)])
 @pytest.mark.parametrize("weighted", [False, True])
-def test_neighbours_from_rows_equal_the_gramian_route(similarity, shrinkage, k, weighted):
+def test_top_k_from_rows_equals_the_gramian_route(similarity, shrinkage, k, weighted):
     """The fused kernel (no Gramian stored) against the naive twin on the Gramian, item range by
     item range: the same entries, ties (binary data has many) broken by the lower item index."""
     from dask_rec.kernels.gramian import block_gramian
-    from dask_rec.kernels.neighbors import item_square_sums, neighbours_block_naive, neighbours_from_rows
+    from dask_rec.kernels.item_columns import top_k_from_rows
+    from dask_rec.kernels.neighbors import item_square_sums, neighbours_block_naive
 
     X = small_interactions(12, n_users=120, n_items=40, density=0.2)
     if weighted:  # some negative values too (a BM25 idf can be negative)
@@ -135,7 +136,7 @@ def test_neighbours_from_rows_equal_the_gramian_route(similarity, shrinkage, k, 
     np.testing.assert_allclose(diag, G.diagonal())
     C = X.tocsc()
     for start, stop in ((0, 40), (5, 19), (39, 40)):
-        got = neighbours_from_rows(X, C, start, stop, diag, k, similarity, shrinkage)
+        got = top_k_from_rows(X, C, start, stop, diag, k, similarity, shrinkage=shrinkage)
         want = neighbours_block_naive(block_gramian(X, start, stop), start, diag, k, similarity, shrinkage)
         np.testing.assert_array_equal(got.indptr, want.indptr)
         np.testing.assert_array_equal(got.indices, want.indices)
