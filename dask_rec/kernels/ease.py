@@ -51,8 +51,7 @@ def solve_bytes(n_items: int, dtype="float32") -> int:
     return dense_bytes(n, dtype) + temporaries
 
 
-def ease_weights(blocks, starts, n_items: int, l2: float, dtype="float32", direct_bytes: int | None = None,
-                 tile: int | None = None) -> np.ndarray:
+def ease_weights(blocks, starts, n_items: int, l2: float, dtype="float32") -> np.ndarray:
     """EASE's ``B`` (C order, ``dtype``) from the column blocks ``G[:, a:b]`` starting at ``starts``.
 
     Parameters
@@ -66,9 +65,6 @@ def ease_weights(blocks, starts, n_items: int, l2: float, dtype="float32", direc
         λ > 0, added to the diagonal.
     dtype : {"float32", "float64"}
         Precision of the dense solve.
-    direct_bytes, tile : int, optional
-        Matrices of more than ``direct_bytes`` (default :data:`DIRECT_BYTES`) are inverted tile
-        by tile, in tiles of ``tile`` rows (default :data:`~dask_rec.kernels.tiled_inverse.TILE`).
 
     Raises
     ------
@@ -84,9 +80,9 @@ def ease_weights(blocks, starts, n_items: int, l2: float, dtype="float32", direc
             piece = block[:, c:c + BAND]
             A[:, start + c:start + c + piece.shape[1]] = piece.toarray()
     A[np.diag_indices(n_items)] += dtype.type(l2)
-    if A.nbytes > (DIRECT_BYTES if direct_bytes is None else direct_bytes):
+    if A.nbytes > DIRECT_BYTES:  # tile by tile (see the module docstring)
         try:
-            P = spd_inverse_lower(A, TILE if tile is None else tile)  # lower triangle valid, in A's memory
+            P = spd_inverse_lower(A, TILE)  # lower triangle valid, in A's memory
         except np.linalg.LinAlgError as exc:
             raise np.linalg.LinAlgError(f"G + λI: {exc}; raise l2") from None
     else:
