@@ -24,7 +24,7 @@ from numba import njit
 
 from .topk import ranks_below
 
-__all__ = ["MODES", "top_k_from_rows", "item_column_costs", "balanced_ranges"]
+__all__ = ["MODES", "top_k_from_rows", "item_column_costs", "item_column_stats", "balanced_ranges"]
 
 #: Value of a candidate, by name (ItemKNN's similarities, then the rules' metrics).
 MODES = {"cosine": 0, "jaccard": 1, "dot": 2, "confidence": 3, "lift": 4, "support": 5}
@@ -36,6 +36,15 @@ def item_column_costs(X_block) -> np.ndarray:
     X = sp.csr_matrix(X_block)
     n_u = np.diff(X.indptr).astype(np.float64)
     return np.bincount(X.indices, weights=np.repeat(n_u, np.diff(X.indptr)), minlength=X.shape[1])
+
+
+def item_column_stats(X_block) -> np.ndarray:
+    """``[diag(G), costs]`` of a CSR block, ``2 × n_items`` float64: ``Σ_u x_ui²``
+    (:func:`~dask_rec.kernels.neighbors.item_square_sums`) and :func:`item_column_costs`, summed
+    over the blocks in one pass."""
+    from .neighbors import item_square_sums
+
+    return np.stack([item_square_sums(X_block), item_column_costs(X_block)])
 
 
 def balanced_ranges(costs, n_ranges: int) -> np.ndarray:

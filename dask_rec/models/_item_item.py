@@ -85,14 +85,11 @@ def top_k_from_rows_stage(source, executor, blocks, k: int, mode: str, **params)
     :func:`dask_rec.kernels.item_columns.top_k_from_rows` with ``mode`` and ``params``.
     """
     from dask_rec.kernels.gramian import sum_arrays
-    from dask_rec.kernels.item_columns import balanced_ranges, item_column_costs, top_k_from_rows
-    from dask_rec.kernels.neighbors import item_square_sums
+    from dask_rec.kernels.item_columns import balanced_ranges, item_column_stats, top_k_from_rows
 
-    def reduced(fn, key):
-        return executor.gather(executor.tree_reduce(sum_arrays, executor.map(fn, blocks, key=key), key=f"{key}-sum"))
-
-    diagonal = reduced(item_square_sums, "item-diagonal")
-    bounds = balanced_ranges(reduced(item_column_costs, "item-costs"), item_ranges(executor, int(source.shape[1])))
+    stats = executor.map(item_column_stats, blocks, key="item-stats")
+    diagonal, costs = executor.gather(executor.tree_reduce(sum_arrays, stats, key="item-stats-sum"))
+    bounds = balanced_ranges(costs, item_ranges(executor, int(source.shape[1])))
     X_rows = executor.submit(stack_float64_rows, *blocks, key="item-rows")
     executor.release(*blocks)
     X_cols = executor.submit(to_csc, X_rows, key="item-columns")
